@@ -1,0 +1,191 @@
+"""The one argument parser shared by ``train_clip_vg.py``, ``eval.py``, ``eval_for_reliability_distribution.py``
+and ``inference.py``.
+
+Every flag of the official scripts is accepted with the official default, so existing launch scripts run
+unchanged. Flags that the official code parses but never reads are accepted and produce one warning when given.
+Per-script defaults (batch size, workers, evaluation split) follow the official scripts.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import Iterable, Sequence
+
+# Official flags that had no effect there and have none here: a warning says so when they are given.
+NO_OP_FLAGS = {
+    "lr_bert": "the official code selects these parameters by names that do not exist; everything trains at --lr",
+    "lr_visu_cnn": "the official code selects these parameters by names that do not exist; everything trains at --lr",
+    "lr_visu_tra": "the official code selects these parameters by names that do not exist; everything trains at --lr",
+    "emb_size": "parsed and never read by the official code",
+    "num_queries": "parsed and never read by the official code",
+    "dim_feedforward": "parsed and never read by the official code (the fusion FFN width is --vl_dim_feedforward)",
+    "dropout": "parsed and never read by the official code (the fusion dropout is --vl_dropout)",
+    "nheads": "parsed and never read by the official code (the fusion heads are --vl_nheads)",
+    "pre_norm": "parsed and never read by the official code (the fusion encoder is post-norm)",
+    "light": "parsed and never read by the official code",
+    "vl_dec_layers": "parsed and never read by the official code (the fusion module has no decoder)",
+    "world_size": "the process count comes from the launcher (torchrun/SLURM), not from this flag",
+    "model_name": "parsed and never read by the official code",
+    "bert_enc_num": "parsed and never read by the official code",
+    "detr_enc_num": "parsed and never read by the official code",
+    "backbone": "parsed and never read by the official code",
+    "dilation": "parsed and never read by the official code",
+    "position_embedding": "parsed and never read by the official code",
+    "enc_layers": "parsed and never read by the official code (the fusion depth is --vl_enc_layers)",
+    "dec_layers": "parsed and never read by the official code",
+    "hidden_dim": "parsed and never read by the official code (the fusion width is --vl_hidden_dim)",
+    "cross_num_attention_heads": "parsed and never read by the official code",
+    "cross_vis_hidden_size": "parsed and never read by the official code",
+    "cross_text_hidden_size": "parsed and never read by the official code",
+    "cross_hidden_dropout_prob": "parsed and never read by the official code",
+    "cross_attention_probs_dropout_prob": "parsed and never read by the official code",
+}
+
+SCRIPT_DEFAULTS = {
+    "train": dict(batch_size=8, num_workers=8, eval_set="test", prompt=""),
+    "eval": dict(batch_size=32, num_workers=4, eval_set="test", prompt="{pseudo_query}"),
+    "reliability": dict(batch_size=32, num_workers=4, eval_set="train_pseudo", prompt="{pseudo_query}"),
+    "inference": dict(batch_size=32, num_workers=0, eval_set="test", prompt="{pseudo_query}"),
+}
+
+
+def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
+    """Build the shared parser; ``script`` selects the official per-script defaults."""
+    if script not in SCRIPT_DEFAULTS:
+        raise ValueError(f"unknown script {script!r}; expected one of {sorted(SCRIPT_DEFAULTS)}")
+    p = argparse.ArgumentParser(f"CLIP-VG ({script})", allow_abbrev=False)
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--sup_type", default="un", choices=["un", "full"],
+                   help="'full' trains on the human 'train' split, 'un' (default) on 'train_pseudo'")
+    g.add_argument("--lr", default=1e-4, type=float)
+    g.add_argument("--lr_bert", default=1e-5, type=float)
+    g.add_argument("--lr_visu_cnn", default=1e-5, type=float)
+    g.add_argument("--lr_visu_tra", default=1e-5, type=float)
+    g.add_argument("--batch_size", type=int, help="batch size per process")
+    g.add_argument("--weight_decay", default=1e-4, type=float)
+    g.add_argument("--epochs", default=90, type=int)
+    g.add_argument("--lr_power", default=0.9, type=float, help="poly schedule power")
+    g.add_argument("--lr_exponential", default=0.9, type=float, help="exponential schedule base")
+    g.add_argument("--clip_max_norm", default=0.0, type=float, help="gradient clipping max norm (0: off)")
+    g.add_argument("--eval", action="store_true", help="train script: only validate the --resume checkpoint")
+    g.add_argument("--optimizer", default="adamw", choices=["adamw", "adam", "sgd", "rmsprop"])
+    g.add_argument("--lr_scheduler", default="step",
+                   choices=["step", "poly", "halfdecay", "cosine", "exponential"])
+    g.add_argument("--lr_drop", default=60, type=int, help="step schedule: epochs between x0.1 drops")
+    g.add_argument("--amp", default="bf16", choices=["off", "bf16", "fp16"],
+                   help="mixed precision on CUDA (ignored on the CPU, which always runs fp32)")
+
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--aug_blur", action="store_true", help="Gaussian blur with probability 0.5")
+    g.add_argument("--aug_crop", action="store_true", help="random crop branch")
+    g.add_argument("--aug_scale", action="store_true", help="multi-scale resize")
+    g.add_argument("--aug_translate", action="store_true", help="random paste position")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="ViT-B/16",
+                   help="CLIP weights: a name from clip.available_models(), a local OpenAI CLIP checkpoint path, "
+                        "or an explicit random configuration 'random:<name>' (tests, benchmarks)")
+    g.add_argument("--clip_download_root", default=None,
+                   help="where clip.load keeps downloaded weights (default: ~/.cache/clip)")
+    g.add_argument("--tapped_layers", default=None,
+                   help="comma-separated 0-based CLIP visual blocks to tap (default: per backbone, SPEC §1)")
+    g.add_argument("--imsize", default=224, type=int)
+    g.add_argument("--max_query_len", default=77, type=int, help="text tokens, at most CLIP's 77")
+    g.add_argument("--vl_dropout", default=0.1, type=float)
+    g.add_argument("--vl_nheads", default=8, type=int)
+    g.add_argument("--vl_hidden_dim", default=512, type=int,
+                   help="fusion width; must equal the CLIP text width (512 for ViT-B, 768 for ViT-L)")
+    g.add_argument("--vl_dim_feedforward", default=2048, type=int)
+    g.add_argument("--vl_enc_layers", default=6, type=int)
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data_root", default="./data/image_data/", help="image folders (see README)")
+    g.add_argument("--split_root", default="./data/pseudo_samples/", help="split files {dataset}/{dataset}_{split}.pth")
+    g.add_argument("--dataset", default="referit",
+                   help="referit, unc, unc+, gref, gref_umd, flickr, or synthetic")
+    g.add_argument("--prompt", help="template with {pseudo_query}, e.g. 'find the region that corresponds "
+                                    "to the description {pseudo_query}'")
+    g.add_argument("--num_workers", type=int)
+
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default="./outputs", help="where checkpoints, logs and results go")
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument("--seed", default=13, type=int, help="base seed; each process uses seed + rank")
+    g.add_argument("--resume", default="", help="checkpoint to continue from, or 'auto' (latest in --output_dir)")
+    g.add_argument("--retrain", default="", help="initialise the model from this checkpoint, fresh optimizer")
+    g.add_argument("--start_epoch", default=0, type=int)
+    g.add_argument("--full_checkpoint", action="store_true",
+                   help="write full checkpoints (CLIP tensors included) that the official code can load")
+    g.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    g.add_argument("--skip_bad_samples", action=argparse.BooleanOptionalAction, default=True,
+                   help="training: skip malformed samples and print their count (evaluation never skips)")
+
+    g = p.add_argument_group("distributed")
+    g.add_argument("--world_size", default=1, type=int)
+    g.add_argument("--dist_url", default="env://")
+    g.add_argument("--local_rank", "--local-rank", dest="local_rank", default=-1, type=int,
+                   help="set by the legacy torch.distributed.launch without --use_env")
+
+    g = p.add_argument_group("evaluation")
+    g.add_argument("--eval_set", help="split to evaluate or score")
+    g.add_argument("--eval_model", default="", help="checkpoint to evaluate")
+    g.add_argument("--save_predictions", default="",
+                   help="eval: write one JSON line per sample (index, image, query, target_xyxy, pred_xyxy, iou)")
+
+    g = p.add_argument_group("official flags without effect (accepted for compatibility; warn when given)")
+    g.add_argument("--emb_size", default=512, type=int)
+    g.add_argument("--num_queries", default=100, type=int)
+    g.add_argument("--dim_feedforward", default=2048, type=int)
+    g.add_argument("--dropout", default=0.1, type=float)
+    g.add_argument("--nheads", default=8, type=int)
+    g.add_argument("--pre_norm", action="store_true")
+    g.add_argument("--light", action="store_true")
+    g.add_argument("--vl_dec_layers", default=6, type=int)
+    g.add_argument("--model_name", default="TransVG")
+    g.add_argument("--bert_enc_num", default=12, type=int)
+    g.add_argument("--detr_enc_num", default=6, type=int)
+    g.add_argument("--backbone", default="resnet50")
+    g.add_argument("--dilation", action="store_true")
+    g.add_argument("--position_embedding", default="sine")
+    g.add_argument("--enc_layers", default=6, type=int)
+    g.add_argument("--dec_layers", default=0, type=int)
+    g.add_argument("--hidden_dim", default=256, type=int)
+    g.add_argument("--cross_num_attention_heads", default=1, type=int)
+    g.add_argument("--cross_vis_hidden_size", default=512, type=int)
+    g.add_argument("--cross_text_hidden_size", default=512, type=int)
+    g.add_argument("--cross_hidden_dropout_prob", default=0.1, type=float)
+    g.add_argument("--cross_attention_probs_dropout_prob", default=0.1, type=float)
+
+    p.set_defaults(**SCRIPT_DEFAULTS[script], script=script)
+    return p
+
+
+def given_flags(argv: Iterable[str]) -> set[str]:
+    """Names (dest style) of the ``--flags`` present on a command line."""
+    out = set()
+    for tok in argv:
+        if tok.startswith("--"):
+            out.add(tok[2:].split("=", 1)[0].replace("-", "_"))
+    return out
+
+
+def warn_no_op_flags(argv: Sequence[str]) -> list[str]:
+    """Warn once for each given official flag that has no effect; returns their names."""
+    hit = sorted(given_flags(argv) & NO_OP_FLAGS.keys())
+    for name in hit:
+        warnings.warn(f"--{name} has no effect: {NO_OP_FLAGS[name]}", stacklevel=2)
+    return hit
+
+
+def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (None: sys.argv) with the shared parser and warn about no-op flags."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_args_parser(script).parse_args(argv)
+    args.no_op_flags = warn_no_op_flags(argv)
+    if args.max_query_len < 2 or args.max_query_len > 77:
+        raise SystemExit(f"--max_query_len {args.max_query_len}: must be between 2 and CLIP's 77")
+    return args
