@@ -1,0 +1,204 @@
+"""Training and evaluation loops: ``train_one_epoch`` and ``evaluate``."""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, List, Optional
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from models.loss import grounding_loss
+from utils.box_ops import cxcywh_to_xyxy, elementwise_iou
+from utils.misc import all_gather_object, is_main_process
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the message names the step, the samples and the last good checkpoint."""
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA per ``--amp``; the CPU always runs fp32."""
+    if device.type != "cuda" or amp == "off":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@dataclass
+class TrainStats:
+    loss: float
+    l1: float
+    giou: float
+    lr: float
+    steps: int
+    samples: int
+    seconds: float
+
+    def as_dict(self, prefix: str = "train_") -> Dict[str, float]:
+        return {f"{prefix}loss": self.loss, f"{prefix}l1": self.l1, f"{prefix}giou": self.giou, "lr": self.lr,
+                f"{prefix}samples_per_s": self.samples / max(self.seconds, 1e-9)}
+
+
+def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    device: torch.device, epoch: int, *, amp: str = "off", max_norm: float = 0.0,
+                    scaler: Optional[torch.amp.GradScaler] = None, writer: Any = None, global_step: int = 0,
+                    check_every: int = 10, last_checkpoint: str = "", world_size: int = 1) -> TrainStats:
+    """One pass over ``loader``. Loss terms stay on the device; they are read back (and checked for NaN/inf)
+    every ``check_every`` steps, so there is no host sync per step. A non-finite loss raises
+    ``NonFiniteLossError`` naming the step, its samples' indices and the last good checkpoint."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    window: List[tuple[int, torch.Tensor, torch.Tensor]] = []
+    n_steps = len(loader)
+    start = time.perf_counter()
+    samples = 0
+    bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not is_main_process(), dynamic_ncols=True,
+               leave=False)
+
+    def check_window() -> None:
+        if not window:
+            return
+        losses = torch.stack([w[1] for w in window]).cpu()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            step, _, idx = window[int(bad[0])]
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch}, step {step}; batch sample indices (this process): "
+                f"{idx.tolist()}; last good checkpoint: {last_checkpoint or 'none written yet'}")
+        window.clear()
+
+    for step, batch in enumerate(loader):
+        batch = _to_device(batch, device)
+        with autocast(device, amp):
+            pred = model(batch["img"], batch["img_mask"], batch["text"])
+        terms = grounding_loss(pred.float(), batch["box"])
+        loss = terms["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        detached = torch.stack([terms["loss"].detach(), terms["l1"].detach(), terms["giou"].detach()])
+        sums += detached.double()
+        window.append((step, detached[0], batch["index"].detach().cpu()))
+        samples += batch["img"].shape[0] * world_size
+        if len(window) >= check_every or step == n_steps - 1:
+            check_window()
+            if is_main_process():
+                mean = (sums / (step + 1)).tolist()
+                bar.set_postfix(loss=f"{mean[0]:.4f}", l1=f"{mean[1]:.4f}", giou=f"{mean[2]:.4f}")
+                if writer is not None:
+                    writer.add_scalar("train/loss_step", float(detached[0]), global_step + step)
+        bar.update(1)
+    bar.close()
+    check_window()
+    means = (sums / max(n_steps, 1)).tolist()
+    return TrainStats(loss=means[0], l1=means[1], giou=means[2], lr=optimizer.param_groups[0]["lr"],
+                      steps=n_steps, samples=samples, seconds=time.perf_counter() - start)
+
+
+@dataclass
+class EvalResult:
+    """Per-sample outputs of a split, every sample exactly once, in split order."""
+    indices: torch.Tensor        # (N,) position of each sample in the split file
+    pred_boxes: torch.Tensor     # (N, 4) predicted (cx, cy, w, h) normalised to the padded input
+    target_boxes: torch.Tensor   # (N, 4) target (cx, cy, w, h) normalised to the padded input
+    transforms: torch.Tensor     # (N, 4) [scale, pad_x, pad_y, 0] of the eval transform
+    iou: torch.Tensor            # (N,) IoU of the clamped prediction with the target
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.iou >= 0.5).double().mean()) if len(self.iou) else 0.0
+
+    @property
+    def mean_iou(self) -> float:
+        return float(self.iou.double().mean()) if len(self.iou) else 0.0
+
+
+def accuracy_iou(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) -> torch.Tensor:
+    """The official metric's IoU: prediction to xyxy clamped to [0, 1], against the target box."""
+    pred = cxcywh_to_xyxy(pred_cxcywh.float()).clamp(0, 1)
+    return elementwise_iou(pred, cxcywh_to_xyxy(target_cxcywh.float()))
+
+
+def _batches(loader: DataLoader, desc: str) -> Iterator[Dict[str, Any]]:
+    yield from tqdm(loader, desc=desc, disable=not is_main_process(), dynamic_ncols=True, leave=False)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, amp: str = "off",
+             desc: str = "eval") -> EvalResult:
+    """Predict every sample of ``loader``'s split on every process, gather the outputs with their sample
+    indices, drop the distributed sampler's padding (repeated indices) and sort into split order. Every rank
+    gets the same result, equal to a single-process run."""
+    model.eval()
+    parts: Dict[str, List[torch.Tensor]] = {"indices": [], "pred_boxes": [], "target_boxes": [], "transforms": []}
+    for batch in _batches(loader, desc):
+        batch = _to_device(batch, device)
+        with autocast(device, amp):
+            pred = model(batch["img"], batch["img_mask"], batch["text"])
+        parts["indices"].append(batch["index"].cpu())
+        parts["pred_boxes"].append(pred.float().cpu())
+        parts["target_boxes"].append(batch["box"].float().cpu())
+        parts["transforms"].append(batch["transform"].float().cpu())
+    local = {k: torch.cat(v) if v else torch.zeros((0,) if k == "indices" else (0, 4)) for k, v in parts.items()}
+    gathered = all_gather_object(local)
+    merged = {k: torch.cat([g[k] for g in gathered]) for k in local}
+    order = torch.argsort(merged["indices"], stable=True)
+    merged = {k: v[order] for k, v in merged.items()}
+    keep = torch.ones(len(order), dtype=torch.bool)
+    if len(order) > 1:
+        keep[1:] = merged["indices"][1:] != merged["indices"][:-1]
+    merged = {k: v[keep] for k, v in merged.items()}
+    iou = accuracy_iou(merged["pred_boxes"], merged["target_boxes"])
+    return EvalResult(indices=merged["indices"].long(), pred_boxes=merged["pred_boxes"],
+                      target_boxes=merged["target_boxes"], transforms=merged["transforms"], iou=iou)
+
+
+def prediction_rows(result: EvalResult, dataset: Any, imsize: int) -> List[Dict[str, Any]]:
+    """JSON-lines rows ``{index, image, query, target_xyxy, pred_xyxy, iou}`` with boxes in original pixels."""
+    from datasets.transforms import canvas_to_original
+
+    pred_canvas = cxcywh_to_xyxy(result.pred_boxes).clamp(0, 1) * imsize
+    pred_pixels = canvas_to_original(pred_canvas, result.transforms)
+    rows = []
+    for i, index in enumerate(result.indices.tolist()):
+        record = dataset.records_by_index[index]
+        rows.append({
+            "index": index,
+            "image": record.image,
+            "query": record.query,
+            "target_xyxy": [round(float(v), 3) for v in record.box_xyxy],
+            "pred_xyxy": [round(float(v), 3) for v in pred_pixels[i].tolist()],
+            "iou": round(float(result.iou[i]), 6),
+        })
+    return rows
+
+
+def learning_rate_lambda(args: Any):
+    """The per-epoch multiplier of the official schedules (``step`` is handled by StepLR)."""
+    if args.lr_scheduler == "poly":
+        return lambda epoch: (1 - epoch / args.epochs) ** args.lr_power
+    if args.lr_scheduler == "halfdecay":
+        return lambda epoch: 0.5 ** (epoch // max(args.epochs // 10, 1))
+    if args.lr_scheduler == "cosine":
+        return lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / args.epochs))
+    if args.lr_scheduler == "exponential":
+        return lambda epoch: args.lr_exponential ** epoch
+    raise ValueError(f"--lr_scheduler {args.lr_scheduler}: no multiplier (step uses StepLR)")

@@ -1,0 +1,74 @@
+"""Evaluate a CLIP-VG checkpoint on a split (accuracy@0.5 and mean IoU), on 1 or N processes.
+
+``--save_predictions PATH`` writes one JSON line per sample, in split order, with boxes in original pixels.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import engine
+from datasets import build_dataset
+from datasets.loader import build_loader
+from models import build_model_from_checkpoint, count_parameters
+from utils.args import parse_args
+from utils.checkpoint import load_checkpoint, load_model_state
+from utils.io import write_jsonl
+from utils.misc import cleanup_distributed, init_distributed_mode, is_main_process, seed_everything, get_rank
+from utils.run_setup import append_log_line, parameter_report, prepare_output_dir, resolve_checkpoint_path
+
+
+def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
+    """Load ``--eval_model`` (CLIP weights from the checkpoint itself), predict every sample of
+    ``--eval_set`` exactly once over all processes, and return the result with the dataset."""
+    if not args.eval_model:
+        raise SystemExit("--eval_model is required: the checkpoint to evaluate")
+    checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
+    prepare_output_dir(args.output_dir)
+    dataset = build_dataset(args.eval_set, args, train=False)
+    seed_everything(args.seed + get_rank())
+    ckpt = load_checkpoint(checkpoint_path)
+    model = build_model_from_checkpoint(ckpt, args)
+    load_model_state(model, ckpt)
+    model.to(args.device)
+    print(parameter_report(*count_parameters(model)))
+    print(f"| {checkpoint_path}: trained for {int(ckpt.get('epoch', -1)) + 1} epochs")
+    del ckpt
+    loader = build_loader(dataset, args, train=False)
+    result = engine.evaluate(model, loader, args.device, args.amp, desc=f"{args.dataset} {args.eval_set}")
+    return result, dataset
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    tic = time.perf_counter()
+    result, dataset = evaluate_split(args)
+    stats = {"test_model": args.eval_model, f"{args.eval_set}_set_accuracy": result.accuracy,
+             f"{args.eval_set}_set_miou": result.mean_iou, "samples": len(result.iou),
+             "seconds": round(time.perf_counter() - tic, 3)}
+    if is_main_process():
+        print(json.dumps(stats))
+        name = os.path.splitext(os.path.basename(args.eval_model))[0]
+        log = os.path.join(args.output_dir, f"eval_{args.dataset}_{args.eval_set}_{name}_log.txt")
+        append_log_line(log, str(args))
+        append_log_line(log, json.dumps(stats))
+        if args.save_predictions:
+            write_jsonl(args.save_predictions, engine.prediction_rows(result, dataset, args.imsize))
+            print(f"| predictions written to {args.save_predictions}")
+    return stats
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
+    args = parse_args("eval", argv)
+    init_distributed_mode(args)
+    try:
+        return run(args)
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()

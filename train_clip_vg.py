@@ -1,0 +1,177 @@
+"""Train CLIP-VG (unsupervised on ``train_pseudo`` or fully supervised on ``train`` with ``--sup_type full``).
+
+Runs as a plain process (``python train_clip_vg.py ...``) or under torchrun / torch.distributed.launch / SLURM.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+import engine
+from datasets import build_dataset
+from datasets.loader import build_loader
+from models import build_model, build_model_from_checkpoint, count_parameters
+from utils.args import parse_args
+from utils.checkpoint import convert_official_optimizer_state, load_checkpoint, load_model_state, save_checkpoint
+from utils.io import write_json
+from utils.misc import (barrier, cleanup_distributed, get_rank, init_distributed_mode, is_main_process,
+                        seed_everything)
+from utils.run_setup import (SummaryWriterOnMain, append_log_line, parameter_report, prepare_output_dir,
+                             resolve_checkpoint_path)
+
+
+def build_optimizer(params: List[torch.nn.Parameter], args: argparse.Namespace,
+                    device: torch.device) -> torch.optim.Optimizer:
+    """The official optimizers over one parameter group (fused AdamW/Adam on CUDA)."""
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, **fused)
+    if args.optimizer == "adam":
+        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay, **fused)
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=args.lr, weight_decay=args.weight_decay, momentum=0.9)
+    return torch.optim.RMSprop(params, lr=args.lr, weight_decay=args.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer,
+                    args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
+    """The official per-epoch schedules: step (x0.1 every --lr_drop), poly, halfdecay, cosine, exponential."""
+    if args.lr_scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, engine.learning_rate_lambda(args))
+
+
+def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimizer,
+                            scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    opt_state = ckpt.get("optimizer")
+    if opt_state is None:
+        print("| checkpoint holds no optimizer state: the optimizer starts fresh")
+        return
+    if len(opt_state.get("param_groups", [])) != len(optimizer.param_groups):
+        opt_state = convert_official_optimizer_state(opt_state)
+    optimizer.load_state_dict(opt_state)
+    if ckpt.get("lr_scheduler") is not None:
+        scheduler.load_state_dict(ckpt["lr_scheduler"])
+
+
+def run(args: argparse.Namespace) -> Dict[str, Any]:
+    """Train per ``args``; returns the summary that is also written to ``result.json``."""
+    device = args.device
+    out_dir = prepare_output_dir(args.output_dir)
+    resume = resolve_checkpoint_path(args.resume, out_dir, "--resume")
+    retrain = resolve_checkpoint_path(args.retrain, out_dir, "--retrain")
+    if args.eval and not resume:
+        raise SystemExit("--eval validates the --resume checkpoint: give --resume PATH")
+
+    train_split = "train" if args.sup_type == "full" else "train_pseudo"
+    dataset_train = None if args.eval else build_dataset(train_split, args, train=True)
+    dataset_val = build_dataset("val", args, train=False)
+
+    seed_everything(args.seed + get_rank())
+    ckpt = load_checkpoint(resume or retrain) if (resume or retrain) else None
+    model = build_model_from_checkpoint(ckpt, args) if ckpt is not None else build_model(args)
+    if ckpt is not None:
+        load_model_state(model, ckpt)
+    model.to(device)
+    n_trainable, n_total = count_parameters(model)
+    print(parameter_report(n_trainable, n_total))
+
+    model_without_ddp = model
+    if args.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if args.compile:
+        model = torch.compile(model)
+
+    params = [p for p in model_without_ddp.parameters() if p.requires_grad]
+    optimizer = build_optimizer(params, args, device)
+    scheduler = build_scheduler(optimizer, args)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and args.amp == "fp16" else None
+
+    start_epoch, best_accu, best_epoch = args.start_epoch, 0.0, -1
+    if resume:
+        _restore_training_state(ckpt, optimizer, scheduler)
+        start_epoch = int(ckpt.get("epoch", -1)) + 1
+        best_accu = float(ckpt.get("best_accu", ckpt.get("val_accu", 0.0)) or 0.0)
+        best_epoch = int(ckpt.get("best_epoch", ckpt.get("epoch", -1)))
+        print(f"| resumed from {resume}: continuing at epoch {start_epoch}, best val accuracy {best_accu:.4f}")
+    del ckpt
+
+    val_loader = build_loader(dataset_val, args, train=False)
+    if args.eval:
+        result = engine.evaluate(model, val_loader, device, args.amp, desc="val")
+        print(f"| val accuracy {result.accuracy:.4f}, mean IoU {result.mean_iou:.4f}")
+        return {"val_accu": result.accuracy, "val_miou": result.mean_iou}
+
+    train_loader = build_loader(dataset_train, args, train=True)
+    if len(train_loader) == 0:
+        raise SystemExit(f"the training split has {len(dataset_train)} usable samples, fewer than one batch of "
+                         f"--batch_size {args.batch_size} per process: lower --batch_size")
+    log_path = os.path.join(out_dir, "log.txt")
+    if is_main_process() and start_epoch == 0:
+        append_log_line(log_path, str(args), truncate=True)
+    writer = SummaryWriterOnMain(out_dir)
+    last_ckpt = os.path.join(out_dir, "checkpoint.pth") if resume else ""
+    stats: Dict[str, Any] = {}
+    for epoch in range(start_epoch, args.epochs):
+        seed_everything(args.seed + get_rank() + 100_003 * epoch)
+        train_loader.sampler.set_epoch(epoch)
+        if hasattr(dataset_train, "set_epoch"):
+            dataset_train.set_epoch(epoch)
+        tic = time.perf_counter()
+        train_stats = engine.train_one_epoch(
+            model, train_loader, optimizer, device, epoch, amp=args.amp, max_norm=args.clip_max_norm,
+            scaler=scaler, writer=writer, global_step=epoch * len(train_loader), last_checkpoint=last_ckpt,
+            world_size=args.world_size)
+        scheduler.step()
+        val = engine.evaluate(model, val_loader, device, args.amp, desc="val")
+        improved = val.accuracy > best_accu or best_epoch < 0
+        if improved:
+            best_accu, best_epoch = val.accuracy, epoch
+        stats = {"epoch": epoch, **train_stats.as_dict(), "val_accu": val.accuracy, "val_miou": val.mean_iou,
+                 "best_val_accu": best_accu, "n_parameters": n_trainable,
+                 "epoch_time_s": round(time.perf_counter() - tic, 3)}
+        if is_main_process():
+            extra = {"best_accu": best_accu, "best_epoch": best_epoch}
+            last_ckpt = os.path.join(out_dir, "checkpoint.pth")
+            save_checkpoint(last_ckpt, model_without_ddp, optimizer, scheduler, epoch, args, val.accuracy,
+                            full=args.full_checkpoint, extra=extra)
+            if improved:
+                save_checkpoint(os.path.join(out_dir, "best_checkpoint.pth"), model_without_ddp, None, None,
+                                epoch, args, val.accuracy, full=args.full_checkpoint, extra=extra)
+            append_log_line(log_path, json.dumps(stats))
+            writer.epoch_scalars(epoch, stats, val.iou, model_without_ddp)
+            print(f"| epoch {epoch}: loss {train_stats.loss:.4f} (l1 {train_stats.l1:.4f}, giou "
+                  f"{train_stats.giou:.4f}), val accuracy {val.accuracy:.4f}, mIoU {val.mean_iou:.4f}, "
+                  f"best {best_accu:.4f} @ {best_epoch}")
+        barrier()
+    writer.close()
+    summary = {"best_val_accu": best_accu, "best_epoch": best_epoch, "epochs": args.epochs,
+               "last_epoch_stats": stats, "output_dir": out_dir}
+    if is_main_process():
+        write_json(os.path.join(out_dir, "result.json"), summary)
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
+    args = parse_args("train", argv)
+    init_distributed_mode(args)
+    try:
+        return run(args)
+    finally:
+        cleanup_distributed()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except engine.NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)

@@ -1,0 +1,97 @@
+"""Run plumbing shared by the entry scripts: output folder checks, checkpoint paths, log.txt, TensorBoard."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any, Dict, Optional
+
+import torch
+
+from utils.misc import broadcast_object, is_main_process
+
+
+def prepare_output_dir(path: str) -> str:
+    """Create ``path`` and prove it is writable (on rank 0), before any work is done.
+
+    Raises ``SystemExit`` with one line naming the folder when it cannot be created or written."""
+    if not path:
+        raise SystemExit("--output_dir is empty: give a folder for checkpoints and logs")
+    error = None
+    if is_main_process():
+        try:
+            os.makedirs(path, exist_ok=True)
+            probe = os.path.join(path, f".write-test-{uuid.uuid4().hex}")
+            with open(probe, "w") as fh:
+                fh.write("ok")
+            os.remove(probe)
+        except OSError as exc:
+            error = f"--output_dir {path}: cannot write there ({exc.strerror or exc})"
+    error = broadcast_object(error)
+    if error:
+        raise SystemExit(error)
+    return os.path.abspath(path)
+
+
+def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
+    """'' -> ''; 'auto' -> ``output_dir/checkpoint.pth`` when it exists, else '' (fresh start);
+    a path -> itself, or ``SystemExit`` naming the flag when the file does not exist."""
+    if not value:
+        return ""
+    if value == "auto":
+        latest = os.path.join(output_dir, "checkpoint.pth")
+        if os.path.isfile(latest):
+            return latest
+        print(f"| {flag} auto: no checkpoint.pth in {output_dir} yet, starting from scratch")
+        return ""
+    if not os.path.isfile(value):
+        raise SystemExit(f"{flag} {value}: no such checkpoint file")
+    return value
+
+
+def append_log_line(path: str, line: str, truncate: bool = False) -> None:
+    """Append one line to ``log.txt`` (a fresh run truncates it first) and flush it to disk."""
+    with open(path, "w" if truncate else "a") as fh:
+        fh.write(line.rstrip("\n") + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+class SummaryWriterOnMain:
+    """TensorBoard under ``output_dir/tensorboard`` on rank 0; every method is a no-op on other ranks."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.writer = None
+        if is_main_process():
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
+    def add_histogram(self, tag: str, values: Any, step: int, bins: Any = "tensorflow") -> None:
+        if self.writer is not None:
+            self.writer.add_histogram(tag, values, step, bins=bins)
+
+    def epoch_scalars(self, epoch: int, stats: Dict[str, Any], val_iou: Optional[torch.Tensor],
+                      model: Optional[torch.nn.Module] = None) -> None:
+        """Per-epoch scalars (each loss term, lr, val accuracy/mIoU, throughput), the val IoU distribution and
+        histograms of the trainable weights."""
+        if self.writer is None:
+            return
+        for key, value in stats.items():
+            if isinstance(value, (int, float)) and key != "epoch":
+                group = "val" if key.startswith("val_") or key.startswith("best_val") else "train"
+                self.writer.add_scalar(f"{group}/{key}", value, epoch)
+        if val_iou is not None and len(val_iou):
+            self.writer.add_histogram("val/iou", val_iou, epoch)
+        if model is not None:
+            for name, param in model.named_parameters():
+                if param.requires_grad:
+                    self.writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
