@@ -48,6 +48,13 @@ def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
     return value
 
 
+def parameter_report(n_trainable: int, n_total: int) -> str:
+    """The start-up line with the trainable/total parameter counts (unique tensors)."""
+    share = 100.0 * n_trainable / max(n_total, 1)
+    return (f"| parameters: {n_trainable:,} trainable of {n_total:,} ({share:.2f}%); the official model also "
+            "holds an unused visu_proj Linear (counted there, dropped here)")
+
+
 def append_log_line(path: str, line: str, truncate: bool = False) -> None:
     """Append one line to ``log.txt`` (a fresh run truncates it first) and flush it to disk."""
     with open(path, "w" if truncate else "a") as fh:
