@@ -70,12 +70,9 @@ _BUILTIN_PRINT = builtins.print
 
 def _silence_non_main(is_main: bool) -> None:
     """Route ``print`` on non-zero ranks to nowhere unless ``force=True`` is passed."""
-    if is_main:
-        builtins.print = _BUILTIN_PRINT
-        return
 
     def _print(*args: Any, **kwargs: Any) -> None:
-        if kwargs.pop("force", False):
+        if kwargs.pop("force", False) or is_main:
             _BUILTIN_PRINT(*args, **kwargs)
 
     builtins.print = _print
