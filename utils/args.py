@@ -134,6 +134,13 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--save_predictions", default="",
                    help="eval: write one JSON line per sample (index, image, query, target_xyxy, pred_xyxy, iou)")
 
+    g = p.add_argument_group("inference (inference.py)")
+    g.add_argument("--image", default="", help="image file to ground --query in")
+    g.add_argument("--query", default="", help="referring expression")
+    g.add_argument("--out", default="", help="write the image with the predicted box drawn on it here")
+    g.add_argument("--batch_file", default="",
+                   help='JSON list of {"image": PATH, "query": TEXT[, "out": PATH]} to ground in one run')
+
     g = p.add_argument_group("official flags without effect (accepted for compatibility; warn when given)")
     g.add_argument("--emb_size", default=512, type=int)
     g.add_argument("--num_queries", default=100, type=int)
