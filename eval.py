@@ -18,7 +18,8 @@ from utils.args import parse_args
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.io import write_jsonl
 from utils.misc import cleanup_distributed, init_distributed_mode, is_main_process, seed_everything, get_rank
-from utils.run_setup import append_log_line, parameter_report, prepare_output_dir, resolve_checkpoint_path
+from utils.run_setup import (adopt_checkpoint_settings, append_log_line, parameter_report, prepare_output_dir,
+                             resolve_checkpoint_path)
 
 
 def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
@@ -28,9 +29,10 @@ def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
         raise SystemExit("--eval_model is required: the checkpoint to evaluate")
     checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
     prepare_output_dir(args.output_dir)
+    ckpt = load_checkpoint(checkpoint_path)
+    adopt_checkpoint_settings(args, ckpt)
     dataset = build_dataset(args.eval_set, args, train=False)
     seed_everything(args.seed + get_rank())
-    ckpt = load_checkpoint(checkpoint_path)
     model = build_model_from_checkpoint(ckpt, args)
     load_model_state(model, ckpt)
     model.to(args.device)

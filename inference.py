@@ -24,6 +24,7 @@ from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.misc import resolve_device
+from utils.run_setup import adopt_checkpoint_settings
 
 
 def load_items(args: argparse.Namespace) -> List[Dict[str, str]]:
@@ -92,6 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         raise SystemExit(f"--eval_model {args.eval_model!r}: no such checkpoint file")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.eval_model)
+    adopt_checkpoint_settings(args, ckpt)
+    check_prompt(args.prompt)
     model = build_model_from_checkpoint(ckpt, args)
     load_model_state(model, ckpt)
     model.to(device).eval()

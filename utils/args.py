@@ -193,6 +193,7 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = get_args_parser(script).parse_args(argv)
     args.no_op_flags = warn_no_op_flags(argv)
+    args.given_flags = sorted(given_flags(argv))
     if args.max_query_len < 2 or args.max_query_len > 77:
         raise SystemExit(f"--max_query_len {args.max_query_len}: must be between 2 and CLIP's 77")
     return args

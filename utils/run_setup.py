@@ -1,9 +1,10 @@
 """Run plumbing shared by the entry scripts: output folder checks, checkpoint paths, log.txt, TensorBoard."""
 from __future__ import annotations
 
+import argparse
 import os
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -53,6 +54,29 @@ def parameter_report(n_trainable: int, n_total: int) -> str:
     share = 100.0 * n_trainable / max(n_total, 1)
     return (f"| parameters: {n_trainable:,} trainable of {n_total:,} ({share:.2f}%); the official model also "
             "holds an unused visu_proj Linear (counted there, dropped here)")
+
+
+# Settings that shape the model or its inputs: evaluation and inference take them from the checkpoint unless the
+# command line gives them.
+CHECKPOINT_SETTINGS = ("imsize", "max_query_len", "prompt", "tapped_layers", "vl_dropout", "vl_nheads",
+                       "vl_hidden_dim", "vl_dim_feedforward", "vl_enc_layers")
+
+
+def adopt_checkpoint_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) -> List[str]:
+    """Copy the model-shaping settings stored in ``ckpt['args']`` into ``args`` where the command line did not
+    give them (so a model trained at ``--imsize 96`` evaluates at 96 without repeating the flag). Returns the
+    names adopted."""
+    stored = ckpt.get("args")
+    stored = vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
+    given = set(getattr(args, "given_flags", ()))
+    adopted = []
+    for name in CHECKPOINT_SETTINGS:
+        if name in stored and name not in given and getattr(args, name, None) != stored[name]:
+            setattr(args, name, stored[name])
+            adopted.append(name)
+    if adopted:
+        print("| from the checkpoint: " + ", ".join(f"--{n} {getattr(args, n)!r}" for n in adopted))
+    return adopted
 
 
 def append_log_line(path: str, line: str, truncate: bool = False) -> None:
