@@ -1,0 +1,141 @@
+"""Command-line plumbing shared by the SSA and MSA drivers."""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from curriculum.runner import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT, ScoreLauncher, TrainLauncher
+from utils.args import SCRIPT_DEFAULTS, given_flags
+
+PUBLISHED_EPOCHS = 110
+"""Epochs of the published unsupervised recipe: the default for measurers, candidates and the final run."""
+
+CONTROLLED_FLAGS = ("dataset", "data_root", "split_root", "output_dir", "epochs", "resume", "eval_set",
+                    "eval_model", "eval")
+"""Flags the drivers set per run; passing them through is refused."""
+
+
+def split_argv(argv: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Driver arguments and the training arguments after the first ``--``."""
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1:]
+    return argv, []
+
+
+def check_passthrough(args: Sequence[str], what: str) -> None:
+    """Refuse pass-through arguments that set a flag the driver controls."""
+    clash = sorted(given_flags(args) & set(CONTROLLED_FLAGS))
+    if clash:
+        hint = " (use --candidate_epochs / --final_epochs / --measurer_epochs)" if "epochs" in clash else ""
+        raise SystemExit(f"{what}: {', '.join('--' + c for c in clash)} is set by the driver for every run and "
+                         f"cannot be passed through{hint}")
+
+
+def train_split_of(train_args: Sequence[str]) -> str:
+    """The split the training script trains on: 'train' with ``--sup_type full``, else 'train_pseudo'."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--sup_type", default="un")
+    known, _ = p.parse_known_args(list(train_args))
+    return "train" if known.sup_type == "full" else "train_pseudo"
+
+
+def default_min_samples(train_args: Sequence[str], launcher: str) -> int:
+    """One full batch per process (training drops the last incomplete batch): the training ``--batch_size``
+    (the train script's default without one) times the launcher's ``--nproc_per_node`` (1 without)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--batch_size", type=int, default=SCRIPT_DEFAULTS["train"]["batch_size"])
+    batch = p.parse_known_args(list(train_args))[0].batch_size
+    q = argparse.ArgumentParser(add_help=False)
+    q.add_argument("--nproc_per_node", "--nproc-per-node", default="1")
+    nproc = q.parse_known_args(shlex.split(launcher))[0].nproc_per_node
+    return batch * (int(nproc) if nproc.isdigit() else 1)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="dataset name (split files {split_root}/{dataset}/...)")
+    p.add_argument("--data_root", required=True, help="image folders, passed to every run")
+    p.add_argument("--split_root", required=True,
+                   help="original split files; validation and test splits are linked from here")
+    p.add_argument("--work_dir", required=True, help="where the state file, runs and outputs go")
+    p.add_argument("--delta", type=float, default=0.1, help="greedy search step (default 0.1)")
+    p.add_argument("--start", type=float, default=0.5, help="greedy search start threshold hm (default 0.5)")
+    p.add_argument("--launcher", default="python",
+                   help="command prefix of every run, e.g. 'torchrun --nproc_per_node=4' (default: this python)")
+    p.add_argument("--train_script", default=DEFAULT_TRAIN_SCRIPT)
+    p.add_argument("--score_script", default=DEFAULT_SCORE_SCRIPT)
+    p.add_argument("--final_epochs", type=int, default=PUBLISHED_EPOCHS,
+                   help=f"epochs of the final run (default {PUBLISHED_EPOCHS})")
+    p.add_argument("--candidate_epochs", type=int,
+                   help="epochs of each search candidate (default: --final_epochs; when equal, the best "
+                        "candidate is the final model and no extra run is made)")
+    p.add_argument("--measurer_epochs", type=int, help="epochs of measurer training (default: --final_epochs)")
+    p.add_argument("--score_args", default="",
+                   help="extra arguments for the scoring script only, e.g. --score_args='--batch_size 128'")
+    p.add_argument("--min_samples", type=int,
+                   help="a candidate selecting fewer training samples is infeasible and not trained (default: one "
+                        "batch per process, --batch_size x the launcher's --nproc_per_node)")
+    p.add_argument("--force", action="store_true", help="accept options that differ from the recorded state")
+    p.add_argument("--verbose", action="store_true", help="echo every line the runs print")
+
+
+def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None:
+    """Fill defaults and check the common options; SystemExit naming the flag at fault."""
+    check_passthrough(train_args, "training arguments after --")
+    check_passthrough(shlex.split(args.score_args), "--score_args")
+    args.candidate_epochs = args.candidate_epochs or args.final_epochs
+    args.measurer_epochs = args.measurer_epochs or args.final_epochs
+    if args.min_samples is None:
+        args.min_samples = default_min_samples(train_args, args.launcher)
+    for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"--{flag} {getattr(args, flag)}: must be at least 1")
+    if not 0.0 <= args.start <= 1.0:
+        raise SystemExit(f"--start {args.start}: must be in [0, 1]")
+    if not 1e-6 <= args.delta <= 1.0:
+        raise SystemExit(f"--delta {args.delta}: must be in [1e-6, 1]")
+    if not os.path.isdir(os.path.join(args.split_root, args.dataset)):
+        raise SystemExit(f"--split_root {args.split_root}: no folder {args.dataset}/ (validation split needed)")
+    for flag in ("train_script", "score_script"):
+        if not os.path.isfile(getattr(args, flag)):
+            raise SystemExit(f"--{flag} {getattr(args, flag)}: no such file")
+
+
+def common_options(args: argparse.Namespace, train_args: Sequence[str]) -> Dict[str, Any]:
+    """The options recorded in the state file (everything that changes what is run)."""
+    return {"dataset": args.dataset, "data_root": os.path.abspath(args.data_root),
+            "split_root": os.path.abspath(args.split_root), "delta": args.delta, "start": args.start,
+            "launcher": args.launcher, "train_script": os.path.abspath(args.train_script),
+            "score_script": os.path.abspath(args.score_script), "final_epochs": args.final_epochs,
+            "candidate_epochs": args.candidate_epochs, "measurer_epochs": args.measurer_epochs,
+            "score_args": args.score_args, "min_samples": args.min_samples, "train_args": list(train_args)}
+
+
+def make_launchers(args: argparse.Namespace, train_args: Sequence[str]) -> Tuple[TrainLauncher, ScoreLauncher]:
+    """The training and scoring launchers (scoring gets the training arguments, then ``--score_args``)."""
+    echo = "all" if args.verbose else "progress"
+    train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo)
+    score = ScoreLauncher(args.launcher, args.score_script, [*train_args, *shlex.split(args.score_args)],
+                          echo=echo)
+    return train, score
+
+
+def fmt(value: Optional[float], digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def install_sigterm_exit() -> None:
+    """Make SIGTERM exit through Python (SystemExit), so a running run is stopped and the work-dir lock released."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

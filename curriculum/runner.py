@@ -1,0 +1,313 @@
+"""Launching training and scoring runs as subprocesses, resumably (the SSA / MSA drivers' only way to train).
+
+A run lives in its own folder ``run_dir``:
+- ``splits/{dataset}/``: the run's ``--split_root`` (its training or scored split written there, the dataset's
+  other split files linked to the originals, see ``selection.prepare_split_root``);
+- ``output/``: the script's ``--output_dir``;
+- ``launch.log``: everything the command printed (every attempt, appended);
+- ``run.json``: the record: command, data fingerprint, status (running / done), attempts, result.
+
+``run`` never repeats finished work: a folder whose record says done (same command and data) is reused as is; a run
+whose record says running (the driver was killed) but whose output is complete is adopted; one whose process is
+still alive (pid and host in the record) is refused; otherwise the command is launched again, and training picks up
+its own last checkpoint through ``--resume auto``. A folder holding a different command or data, or files without a
+record, is moved aside to ``run_dir.stale-N``, never deleted.
+A failing command raises ``RunFailedError`` naming the log and quoting its last lines.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+from curriculum import _io
+from curriculum.selection import prepare_split_root
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_TRAIN_SCRIPT = os.path.join(REPO_ROOT, "train_clip_vg.py")
+DEFAULT_SCORE_SCRIPT = os.path.join(REPO_ROOT, "eval_for_reliability_distribution.py")
+RUN_RECORD = "run.json"
+LAUNCH_LOG = "launch.log"
+_PROGRESS = re.compile(r"^\| (epoch|resumed)")
+_TAIL_LINES = 25
+
+
+class RunFailedError(RuntimeError):
+    """A launched command failed or left no complete result."""
+
+
+def launcher_prefix(spec: Union[str, Sequence[str], None]) -> List[str]:
+    """The launcher as an argv prefix: '' / None / 'python' -> this interpreter; 'torchrun --nproc_per_node=4'
+    -> as split by the shell; a leading 'python'/'python3' token is replaced by ``sys.executable``."""
+    tokens = shlex.split(spec) if isinstance(spec, str) else list(spec or [])
+    if not tokens:
+        return [sys.executable]
+    if tokens[0] in ("python", "python3"):
+        tokens[0] = sys.executable
+    return tokens
+
+
+def _now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
+def samples_fingerprint(samples: Sequence[Any]) -> str:
+    """SHA-1 of a sample list (its JSON form): identifies the data a run was given."""
+    blob = json.dumps(list(samples), default=str, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
+def file_fingerprint(path: str) -> str:
+    """SHA-1 of a file's bytes (e.g. a measurer checkpoint)."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_epoch_log(log_txt: str) -> List[Dict[str, Any]]:
+    """The per-epoch JSON objects of a training ``log.txt`` (the arguments line and any torn line skipped)."""
+    rows = []
+    with open(log_txt) as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and "epoch" in row:
+                rows.append(row)
+    return rows
+
+
+def train_result(output_dir: str, epochs: int) -> Optional[Dict[str, Any]]:
+    """The result of a finished training run (best ``val_accu`` over the logged epochs), or None while the log
+    does not reach the final epoch ``epochs - 1`` or the best checkpoint is missing."""
+    log_txt = os.path.join(output_dir, "log.txt")
+    best_ckpt = os.path.join(output_dir, "best_checkpoint.pth")
+    if not os.path.isfile(log_txt) or not os.path.isfile(best_ckpt):
+        return None
+    rows = read_epoch_log(log_txt)
+    if not rows or max(int(r["epoch"]) for r in rows) < epochs - 1:
+        return None
+    best = max(rows, key=lambda r: float(r["val_accu"]))
+    return {"val_accu": float(best["val_accu"]), "val_miou": best.get("val_miou"), "best_epoch": int(best["epoch"]),
+            "epochs": epochs, "epochs_logged": len(rows), "best_checkpoint": best_ckpt,
+            "checkpoint": os.path.join(output_dir, "checkpoint.pth"), "log_txt": log_txt}
+
+
+def score_result(output_dir: str, dataset: str, split: str) -> Optional[Dict[str, Any]]:
+    """The result of a finished scoring run (the summary is written last), or None."""
+    stem = os.path.join(output_dir, f"{dataset}_{split}_reliability")
+    jsonl, summary_path = f"{stem}.jsonl", f"{stem}_summary.json"
+    if not os.path.isfile(jsonl) or not os.path.isfile(summary_path):
+        return None
+    with open(summary_path) as fh:
+        summary = json.load(fh)
+    keep = ("n", "mean", "quantiles", "share_above_0_5", "share_at_least_0_5", "count_zero", "count_one",
+            "histogram_json", "histogram_png")
+    return {"reliability_file": jsonl, "summary_file": summary_path, **{k: summary.get(k) for k in keep}}
+
+
+def _read_record(run_dir: str) -> Optional[Dict[str, Any]]:
+    path = os.path.join(run_dir, RUN_RECORD)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _set_aside(run_dir: str, why: str) -> str:
+    k = 1
+    while os.path.exists(f"{run_dir}.stale-{k}"):
+        k += 1
+    target = f"{run_dir}.stale-{k}"
+    os.replace(run_dir, target)
+    print(f"[runner] {run_dir} {why}: moved to {target}", flush=True)
+    return target
+
+
+class _Launcher:
+    """Shared subprocess handling of the training and scoring launchers."""
+
+    def __init__(self, script: str, launcher: Union[str, Sequence[str], None] = None,
+                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress") -> None:
+        if echo not in ("progress", "all", "none"):
+            raise ValueError(f"echo={echo!r}: expected 'progress', 'all' or 'none'")
+        self.prefix = launcher_prefix(launcher)
+        self.script = os.path.abspath(script)
+        if not os.path.isfile(self.script):
+            raise FileNotFoundError(f"script {self.script}: no such file")
+        self.common_args = [str(a) for a in common_args]
+        self.cwd = cwd
+        self.echo = echo
+
+    def _stream(self, command: List[str], log_path: str, tag: str, attempt: int,
+                on_start: Callable[[int], None]) -> int:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "ab") as log:
+            log.write(f"=== {_now()} attempt {attempt}: {shlex.join(command)}\n".encode())
+            log.flush()
+            proc = subprocess.Popen(command, cwd=self.cwd, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            try:
+                on_start(proc.pid)
+                for raw in iter(proc.stdout.readline, b""):
+                    log.write(raw)
+                    log.flush()
+                    line = raw.decode(errors="replace").rstrip("\n").split("\r")[-1]
+                    if self.echo == "all" or (self.echo == "progress" and _PROGRESS.match(line)):
+                        print(f"[{tag}] {line}", flush=True)
+                return proc.wait()
+            finally:
+                if proc.poll() is None:
+                    proc.terminate()
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+
+    def _execute(self, run_dir: str, command: List[str], fingerprint: str, tag: str,
+                 prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+        record = _read_record(run_dir)
+        if record is not None and (record.get("command") != command or record.get("fingerprint") != fingerprint):
+            _set_aside(run_dir, "holds a run of another command or other data")
+            record = None
+        elif record is None and os.path.isdir(run_dir) and os.listdir(run_dir):
+            _set_aside(run_dir, "holds files without a run record")
+        if record is not None and record.get("status") == "done":
+            return {**record, "reused": True}
+        record_path = os.path.join(run_dir, RUN_RECORD)
+        if record is not None:
+            result = collect()
+            if result is not None:
+                record.update(status="done", result=result, finished=_now())
+                _io.write_json(record_path, record)
+                return {**record, "reused": True}
+            if _still_running(record):
+                raise RunFailedError(f"{tag}: the earlier attempt (pid {record['pid']} on {record['host']}) is still "
+                                     f"running in {run_dir}; wait for it to end or stop it, then start again")
+        os.makedirs(run_dir, exist_ok=True)
+        prepare()
+        log_path = os.path.join(run_dir, LAUNCH_LOG)
+        attempts = (record or {}).get("attempts", 0) + 1
+        record = {"tag": tag, "command": command, "fingerprint": fingerprint, "run_dir": run_dir,
+                  "output_dir": os.path.join(run_dir, "output"), "log": log_path, "status": "running",
+                  "attempts": attempts, "started": (record or {}).get("started", _now())}
+        _io.write_json(record_path, record)
+        print(f"[{tag}] {'resuming' if attempts > 1 else 'starting'} (log: {log_path})", flush=True)
+
+        def started(pid: int) -> None:
+            record.update(pid=pid, host=socket.gethostname())
+            _io.write_json(record_path, record)
+
+        rc = self._stream(command, log_path, tag, attempts, started)
+        if rc != 0:
+            raise RunFailedError(f"{tag}: command failed with exit code {rc}; full log: {log_path}\n"
+                                 f"--- last lines ---\n{_tail(log_path)}")
+        result = collect()
+        if result is None:
+            raise RunFailedError(f"{tag}: command exited 0 but {record['output_dir']} holds no complete result; "
+                                 f"full log: {log_path}\n--- last lines ---\n{_tail(log_path)}")
+        record.update(status="done", result=result, finished=_now())
+        _io.write_json(record_path, record)
+        return {**record, "reused": False}
+
+
+def process_alive(pid: Optional[int], host: Optional[str], marker: Optional[str] = None) -> bool:
+    """Whether process ``pid`` of ``host`` is alive (False for another host: it cannot be checked from here);
+    with ``marker``, also that its command line contains it (where /proc shows command lines)."""
+    if not pid or host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = f"/proc/{pid}/cmdline"
+    if marker is None or not os.path.exists(cmdline):
+        return True
+    with open(cmdline, "rb") as fh:
+        return marker.encode() in fh.read()
+
+
+def _still_running(record: Dict[str, Any]) -> bool:
+    """Whether the process of an interrupted attempt is still running (its command line names the run's output)."""
+    return process_alive(record.get("pid"), record.get("host"), record["output_dir"])
+
+
+def _tail(path: str) -> str:
+    with open(path, "rb") as fh:
+        lines = fh.read().decode(errors="replace").splitlines()
+    return "\n".join(line.split("\r")[-1] for line in lines[-_TAIL_LINES:])
+
+
+class TrainLauncher(_Launcher):
+    """Launches ``train_clip_vg.py`` (or a compatible script) on a given training sample list."""
+
+    def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_TRAIN_SCRIPT,
+                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress") -> None:
+        super().__init__(script, launcher, common_args, cwd, echo)
+
+    def command(self, run_dir: str, dataset: str, data_root: str, epochs: int) -> List[str]:
+        """The command of a training run in ``run_dir`` (``--resume auto`` continues an interrupted attempt)."""
+        run_dir = os.path.abspath(run_dir)
+        return [*self.prefix, self.script, *self.common_args, "--dataset", dataset, "--data_root", data_root,
+                "--split_root", os.path.join(run_dir, "splits"), "--output_dir", os.path.join(run_dir, "output"),
+                "--epochs", str(int(epochs)), "--resume", "auto"]
+
+    def run(self, run_dir: str, dataset: str, data_root: str, split_root: str, train_samples: Sequence[Any],
+            epochs: int, train_split: str = "train_pseudo", tag: Optional[str] = None) -> Dict[str, Any]:
+        """Train on ``train_samples`` (written as ``{dataset}_{train_split}.pth``; the other splits, validation
+        included, come from ``split_root``) for ``epochs`` epochs; returns the run record, whose ``result`` holds
+        ``val_accu`` (best over epochs), ``best_epoch`` and ``best_checkpoint``."""
+        run_dir = os.path.abspath(run_dir)
+        output_dir = os.path.join(run_dir, "output")
+        return self._execute(
+            run_dir, self.command(run_dir, dataset, data_root, epochs), samples_fingerprint(train_samples),
+            tag or os.path.basename(run_dir),
+            prepare=lambda: prepare_split_root(os.path.join(run_dir, "splits"), dataset, split_root, train_split,
+                                               train_samples),
+            collect=lambda: train_result(output_dir, epochs))
+
+
+class ScoreLauncher(_Launcher):
+    """Launches ``eval_for_reliability_distribution.py`` (or a compatible script) to score a sample list."""
+
+    def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_SCORE_SCRIPT,
+                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress") -> None:
+        super().__init__(script, launcher, common_args, cwd, echo)
+
+    def command(self, run_dir: str, eval_model: str, dataset: str, data_root: str,
+                eval_set: str = "train_pseudo") -> List[str]:
+        """The command of a scoring run in ``run_dir``."""
+        run_dir = os.path.abspath(run_dir)
+        return [*self.prefix, self.script, *self.common_args, "--eval_model", os.path.abspath(eval_model),
+                "--dataset", dataset, "--eval_set", eval_set, "--data_root", data_root,
+                "--split_root", os.path.join(run_dir, "splits"), "--output_dir", os.path.join(run_dir, "output")]
+
+    def run(self, run_dir: str, eval_model: str, dataset: str, data_root: str, split_root: str,
+            samples: Sequence[Any], eval_set: str = "train_pseudo", tag: Optional[str] = None) -> Dict[str, Any]:
+        """Score ``samples`` (written as ``{dataset}_{eval_set}.pth``) with the measurer ``eval_model``; the run
+        record's ``result`` names the per-sample ``reliability_file`` and carries the summary statistics."""
+        if not os.path.isfile(eval_model):
+            raise FileNotFoundError(f"measurer checkpoint {eval_model}: no such file")
+        run_dir = os.path.abspath(run_dir)
+        output_dir = os.path.join(run_dir, "output")
+        fingerprint = hashlib.sha1(
+            f"{samples_fingerprint(samples)}:{file_fingerprint(eval_model)}".encode()).hexdigest()
+        return self._execute(
+            run_dir, self.command(run_dir, eval_model, dataset, data_root, eval_set), fingerprint,
+            tag or os.path.basename(run_dir),
+            prepare=lambda: prepare_split_root(os.path.join(run_dir, "splits"), dataset, split_root, eval_set,
+                                               samples),
+            collect=lambda: score_result(output_dir, dataset, eval_set))

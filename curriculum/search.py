@@ -1,0 +1,123 @@
+"""The greedy reliability-threshold search of SPEC §4 (SSA, and each MSA step).
+
+Start at hm = ``start`` (0.5); evaluate hm, hl = hm - delta and hr = hm + delta (thresholds outside
+[``lower``, ``upper``] are skipped); stop when hm is at least as good as both neighbours, else move hm to the
+better neighbour and repeat. Thresholds lie on the grid start + k * delta, computed in exact 1e-9 units, and each
+is evaluated at most once (cache key: the threshold rounded to 1e-6).
+
+Decisions where the paper is silent:
+- ties between hm and its best neighbour keep hm (stop): moving only on a strict gain guarantees termination;
+- ties between hl and hr prefer hr, the higher threshold (more reliable, smaller and cheaper data);
+- ``evaluate`` may return None for an infeasible threshold (e.g. too few samples selected): it ranks below every
+  accuracy, so the search moves away from it; if nothing is feasible the result's accuracy is None.
+Because every move strictly improves hm's accuracy, hm ends with the best accuracy of all evaluated thresholds.
+
+The search is a deterministic function of ``evaluate``'s answers, so it resumes by replaying against the cached
+answers in ``state`` (a JSON-able dict the caller persists, e.g. from ``on_update``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from curriculum.reliability import RESOLUTION, threshold_units
+
+Evaluate = Callable[[float], Optional[float]]
+
+
+@dataclass
+class SearchResult:
+    """h*, its accuracy, every evaluation (in evaluation order) and one trace entry per step."""
+    h_star: float
+    accuracy: Optional[float]
+    evaluations: List[Dict[str, Any]] = field(default_factory=list)
+    trace: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def threshold_key(h: float) -> str:
+    """Cache key of a threshold: rounded to 1e-6."""
+    return f"{round(float(h), 6):.6f}"
+
+
+def _score(acc: Optional[float]) -> float:
+    return -math.inf if acc is None else acc
+
+
+def _params(start: float, delta: float, lower: float, upper: float) -> Dict[str, float]:
+    for name, value in (("start", start), ("lower", lower), ("upper", upper)):
+        try:
+            threshold_units(value)
+        except ValueError:
+            raise ValueError(f"search {name} {value!r}: must be a number in [0, 1]") from None
+    if not lower <= start <= upper:
+        raise ValueError(f"search start {start} is outside the bounds [{lower}, {upper}]")
+    if not isinstance(delta, (int, float)) or not math.isfinite(delta) or not 1e-6 <= delta <= 1.0:
+        raise ValueError(f"search delta {delta!r}: must be a number in [1e-6, 1]")
+    return {"start": float(start), "delta": float(delta), "lower": float(lower), "upper": float(upper)}
+
+
+def new_state(start: float = 0.5, delta: float = 0.1, lower: float = 0.0, upper: float = 1.0) -> Dict[str, Any]:
+    """An empty, JSON-able search state."""
+    return {"params": _params(start, delta, lower, upper), "evaluations": [], "trace": [], "result": None}
+
+
+def greedy_threshold_search(evaluate: Evaluate, start: float = 0.5, delta: float = 0.1, lower: float = 0.0,
+                            upper: float = 1.0, state: Optional[Dict[str, Any]] = None,
+                            on_update: Optional[Callable[[Dict[str, Any]], None]] = None) -> SearchResult:
+    """Run (or resume, given a saved ``state``) the greedy search; ``evaluate(h)`` returns the validation accuracy
+    of a model trained on percent(H, h), or None when h is infeasible. ``state`` is updated in place and handed to
+    ``on_update`` after every new evaluation and at the end."""
+    params = _params(start, delta, lower, upper)
+    if state is None:
+        state = new_state(start, delta, lower, upper)
+    elif state.get("params") != params:
+        raise ValueError(f"saved search state has parameters {state.get('params')}, this search {params}")
+    cache: Dict[str, Optional[float]] = {e["key"]: e["accuracy"] for e in state["evaluations"]}
+    trace: List[Dict[str, Any]] = []
+    start_u, delta_u = threshold_units(start), int(round(delta * RESOLUTION))
+    lower_u, upper_u = threshold_units(lower), threshold_units(upper)
+
+    def grid(k: int) -> Optional[float]:
+        units = start_u + k * delta_u
+        return units / RESOLUTION if lower_u <= units <= upper_u else None
+
+    def accuracy(h: float) -> Optional[float]:
+        key = threshold_key(h)
+        if key not in cache:
+            acc = evaluate(h)
+            if acc is not None and not (isinstance(acc, (int, float)) and math.isfinite(acc)):
+                raise ValueError(f"evaluate({h}) returned {acc!r}: expected a finite accuracy or None")
+            cache[key] = None if acc is None else float(acc)
+            state["evaluations"].append({"key": key, "h": h, "accuracy": cache[key]})
+            if on_update is not None:
+                on_update(state)
+        return cache[key]
+
+    k = 0
+    while True:
+        hm = grid(k)
+        acc_m = accuracy(hm)
+        step: Dict[str, Any] = {"hm": hm, "acc_m": acc_m}
+        best_k, best_acc = None, None
+        for side, nk in (("l", k - 1), ("r", k + 1)):  # hr last: on a tie between neighbours hr wins
+            h = grid(nk)
+            step[f"h{side}"] = h
+            if h is None:
+                continue
+            acc = accuracy(h)
+            step[f"acc_{side}"] = acc
+            if best_k is None or _score(acc) >= _score(best_acc):
+                best_k, best_acc = nk, acc
+        if best_k is None or _score(acc_m) >= _score(best_acc):
+            step["move"] = "stop"
+            trace.append(step)
+            break
+        step["move"] = "left" if best_k < k else "right"
+        trace.append(step)
+        k = best_k
+    state["trace"] = trace
+    state["result"] = {"h_star": hm, "accuracy": acc_m}
+    if on_update is not None:
+        on_update(state)
+    return SearchResult(h_star=hm, accuracy=acc_m, evaluations=list(state["evaluations"]), trace=trace)

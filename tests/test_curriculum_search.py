@@ -1,0 +1,105 @@
+"""The greedy threshold search on stub evaluators whose accuracy is a known function of h."""
+import json
+
+import pytest
+
+from curriculum.search import greedy_threshold_search, new_state, threshold_key
+
+
+class Recorder:
+    """evaluate(h) = peak-shaped accuracy; remembers every call."""
+
+    def __init__(self, peak, width=1.0):
+        self.peak, self.width, self.calls = peak, width, []
+
+    def __call__(self, h):
+        self.calls.append(h)
+        return 1.0 - abs(h - self.peak) / self.width
+
+
+@pytest.mark.parametrize("peak,expected_calls", [
+    (0.5, [0.5, 0.4, 0.6]),
+    (0.2, [0.5, 0.4, 0.6, 0.3, 0.2, 0.1]),
+    (0.8, [0.5, 0.4, 0.6, 0.7, 0.8, 0.9]),
+])
+def test_finds_the_peak_and_never_repeats_a_threshold(peak, expected_calls):
+    f = Recorder(peak)
+    result = greedy_threshold_search(f)
+    assert result.h_star == pytest.approx(peak)
+    assert result.accuracy == pytest.approx(1.0)
+    assert f.calls == pytest.approx(expected_calls)
+    assert len({threshold_key(h) for h in f.calls}) == len(f.calls)
+    assert [e["h"] for e in result.evaluations] == f.calls
+    assert result.trace[-1]["move"] == "stop"
+
+
+@pytest.mark.parametrize("peak,h_star", [(-0.5, 0.0), (1.7, 1.0)])
+def test_respects_the_bounds(peak, h_star):
+    f = Recorder(peak, width=10.0)
+    result = greedy_threshold_search(f)
+    assert result.h_star == pytest.approx(h_star)
+    assert all(0.0 <= h <= 1.0 for h in f.calls)
+    assert len(f.calls) == len(set(threshold_key(h) for h in f.calls))
+    last = result.trace[-1]
+    assert (last["hl"] if h_star == 0.0 else last["hr"]) is None  # the out-of-range neighbour was skipped
+
+
+def test_grid_is_exact_with_other_steps_and_bounds():
+    f = Recorder(0.05)
+    result = greedy_threshold_search(f, start=0.5, delta=0.15)
+    assert [threshold_key(h) for h in f.calls] == [threshold_key(h) for h in (0.5, 0.35, 0.65, 0.2, 0.05)]
+    assert result.h_star == pytest.approx(0.05)  # 0.05 - 0.15 < 0 is skipped
+    f = Recorder(0.9)
+    result = greedy_threshold_search(f, start=0.5, delta=0.3, lower=0.2, upper=0.9)
+    assert result.h_star == pytest.approx(0.8) and all(0.2 <= h <= 0.9 for h in f.calls)
+
+
+def test_ties_keep_hm_and_prefer_the_higher_neighbour():
+    flat_result = greedy_threshold_search(lambda h: 0.3)  # hm equals both neighbours: kept
+    assert flat_result.h_star == 0.5 and len(flat_result.evaluations) == 3
+    valley = {0.4: 0.6, 0.5: 0.5, 0.6: 0.6, 0.7: 0.55, 0.3: 0.55}
+    result = greedy_threshold_search(lambda h: valley[round(h, 6)])
+    assert result.h_star == pytest.approx(0.6)  # hl and hr tie: the higher threshold wins
+
+
+def test_infeasible_thresholds_rank_last():
+    result = greedy_threshold_search(lambda h: None if h >= 0.5 else 1.0 - h)
+    assert result.h_star == pytest.approx(0.0)
+    result = greedy_threshold_search(lambda h: None)
+    assert result.accuracy is None and result.h_star == 0.5
+    with pytest.raises(ValueError, match="finite accuracy"):
+        greedy_threshold_search(lambda h: float("nan"))
+
+
+def test_resume_from_saved_state_repeats_nothing():
+    saved = []
+
+    class Killed(Exception):
+        pass
+
+    f = Recorder(0.2)
+
+    def dying(h):
+        if len(f.calls) == 3:
+            raise Killed
+        return f(h)
+
+    with pytest.raises(Killed):
+        greedy_threshold_search(dying, on_update=lambda s: saved.append(json.dumps(s)))
+    state = json.loads(saved[-1])  # what a driver would have on disk
+    g = Recorder(0.2)
+    result = greedy_threshold_search(g, state=state)
+    assert result.h_star == pytest.approx(0.2)
+    assert set(threshold_key(h) for h in g.calls).isdisjoint(threshold_key(h) for h in f.calls)
+    uninterrupted = greedy_threshold_search(Recorder(0.2))
+    assert [e["h"] for e in result.evaluations] == [e["h"] for e in uninterrupted.evaluations]
+    assert result.trace == uninterrupted.trace
+
+
+def test_parameter_validation_and_state_mismatch():
+    with pytest.raises(ValueError, match="delta"):
+        greedy_threshold_search(lambda h: 0.0, delta=0.0)
+    with pytest.raises(ValueError, match="outside the bounds"):
+        greedy_threshold_search(lambda h: 0.0, start=0.1, lower=0.2)
+    with pytest.raises(ValueError, match="saved search state"):
+        greedy_threshold_search(lambda h: 0.0, delta=0.2, state=new_state(delta=0.1))
