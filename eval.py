@@ -13,12 +13,12 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import engine
 from datasets import build_dataset
 from datasets.loader import build_loader
-from models import build_model_from_checkpoint, count_parameters
+from models import build_model_from_checkpoint, describe_parameters
 from utils.args import parse_args
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.io import write_jsonl
 from utils.misc import cleanup_distributed, init_distributed_mode, is_main_process, seed_everything, get_rank
-from utils.run_setup import (adopt_checkpoint_settings, append_log_line, parameter_report, prepare_output_dir,
+from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
                              resolve_checkpoint_path)
 
 
@@ -36,7 +36,7 @@ def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
     model = build_model_from_checkpoint(ckpt, args)
     load_model_state(model, ckpt)
     model.to(args.device)
-    print(parameter_report(*count_parameters(model)))
+    print(describe_parameters(model))
     print(f"| {checkpoint_path}: trained for {int(ckpt.get('epoch', -1)) + 1} epochs")
     del ckpt
     loader = build_loader(dataset, args, train=False)

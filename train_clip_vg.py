@@ -16,13 +16,13 @@ import torch
 import engine
 from datasets import build_dataset
 from datasets.loader import build_loader
-from models import build_model, build_model_from_checkpoint, count_parameters
+from models import build_model, build_model_from_checkpoint, count_parameters, describe_parameters
 from utils.args import parse_args
 from utils.checkpoint import convert_official_optimizer_state, load_checkpoint, load_model_state, save_checkpoint
 from utils.io import write_json
 from utils.misc import (barrier, cleanup_distributed, get_rank, init_distributed_mode, is_main_process,
                         seed_everything)
-from utils.run_setup import (SummaryWriterOnMain, append_log_line, parameter_report, prepare_output_dir,
+from utils.run_setup import (SummaryWriterOnMain, append_log_line, prepare_output_dir,
                              resolve_checkpoint_path)
 
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         load_model_state(model, ckpt)
     model.to(device)
     n_trainable, n_total = count_parameters(model)
-    print(parameter_report(n_trainable, n_total))
+    print(describe_parameters(model))
 
     model_without_ddp = model
     if args.distributed:

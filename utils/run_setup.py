@@ -49,13 +49,6 @@ def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
     return value
 
 
-def parameter_report(n_trainable: int, n_total: int) -> str:
-    """The start-up line with the trainable/total parameter counts (unique tensors)."""
-    share = 100.0 * n_trainable / max(n_total, 1)
-    return (f"| parameters: {n_trainable:,} trainable of {n_total:,} ({share:.2f}%); the official model also "
-            "holds an unused visu_proj Linear (counted there, dropped here)")
-
-
 # Settings that shape the model or its inputs: evaluation and inference take them from the checkpoint unless the
 # command line gives them.
 CHECKPOINT_SETTINGS = ("imsize", "max_query_len", "prompt", "tapped_layers", "vl_dropout", "vl_nheads",

@@ -1,0 +1,89 @@
+"""The vision-language fusion encoder: DETR-style post-norm transformer encoder layers (SPEC §1).
+
+Each layer: ``q = k = src + pos``, ``v = src``; self-attention -> dropout -> residual -> LayerNorm; Linear ->
+ReLU -> dropout -> Linear -> dropout -> residual -> LayerNorm. No final LayerNorm. Tensors are batch-first
+(B, S, D). The attention weights live in an ``nn.MultiheadAttention`` (keys ``self_attn.in_proj_weight``,
+``self_attn.in_proj_bias``, ``self_attn.out_proj.*``, as in the official checkpoints); the default path computes
+the same attention with ``F.scaled_dot_product_attention`` on those weights, the reference path calls the module.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class VLEncoderLayer(nn.Module):
+    """One post-norm encoder layer with learned positions added to queries and keys."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout, batch_first=True)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    def _attention_sdpa(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+        attn = self.self_attn
+        b, s, d = src.shape
+        h = attn.num_heads
+        qk = F.linear(src + pos, attn.in_proj_weight[: 2 * d], attn.in_proj_bias[: 2 * d])
+        v = F.linear(src, attn.in_proj_weight[2 * d:], attn.in_proj_bias[2 * d:])
+        q, k = qk.view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        v = v.view(b, s, h, d // h).transpose(1, 2)
+        keep = ~key_padding_mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
+                                             dropout_p=attn.dropout if self.training else 0.0)
+        return attn.out_proj(out.transpose(1, 2).reshape(b, s, d))
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
+                use_sdpa: bool = True) -> torch.Tensor:
+        """``src`` (B, S, D); ``pos`` (S, D) or (B, S, D); ``key_padding_mask`` (B, S) bool, True = ignore."""
+        if use_sdpa:
+            src2 = self._attention_sdpa(src, pos, key_padding_mask)
+        else:
+            qk = src + pos.expand_as(src)
+            src2 = self.self_attn(qk, qk, src, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        src = self.norm1(src + self.dropout1(src2))
+        src2 = self.linear2(self.dropout(F.relu(self.linear1(src))))
+        return self.norm2(src + self.dropout2(src2))
+
+
+class VLEncoder(nn.Module):
+    """A stack of ``VLEncoderLayer`` (keys ``layers.N.*``), no final norm."""
+
+    def __init__(self, num_layers: int, d_model: int, nhead: int, dim_feedforward: int, dropout: float) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(VLEncoderLayer(d_model, nhead, dim_feedforward, dropout)
+                                    for _ in range(num_layers))
+
+    def forward(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
+                use_sdpa: bool = True) -> torch.Tensor:
+        for layer in self.layers:
+            src = layer(src, pos, key_padding_mask, use_sdpa)
+        return src
+
+
+class VLTransformer(nn.Module):
+    """The fusion module (keys ``encoder.layers.N.*``); every >1-D weight is Xavier-uniform initialised."""
+
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_layers: int = 6, dim_feedforward: int = 2048,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        if d_model % nhead:
+            raise ValueError(f"--vl_nheads {nhead} does not divide the fusion width {d_model}")
+        self.d_model = d_model
+        self.nhead = nhead
+        self.encoder = VLEncoder(num_layers, d_model, nhead, dim_feedforward, dropout)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(self, src: torch.Tensor, key_padding_mask: torch.Tensor, pos: torch.Tensor,
+                use_sdpa: bool = True) -> torch.Tensor:
+        """(B, S, D) sequence, (B, S) padding mask (True = ignore), (S, D) or (B, S, D) positions -> (B, S, D)."""
+        return self.encoder(src, pos, key_padding_mask, use_sdpa)
