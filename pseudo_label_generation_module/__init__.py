@@ -1,0 +1,4 @@
+"""Pseudo-language labels from upstream model outputs (SPEC §5): template, relation and caption sources, merging
+and statistics. See README.md in this folder; each step is a CLI: ``python -m pseudo_label_generation_module.<step>``
+with step one of ``convert``, ``template``, ``relation``, ``caption``, ``stats``, ``merge``.
+"""

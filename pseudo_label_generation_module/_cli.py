@@ -27,7 +27,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=DATASETS,
                         help="target dataset: decides the sample layout and box convention")
     parser.add_argument("--output", required=True, help="pseudo split file to write (.pth)")
-    parser.add_argument("--synonyms", help="synonyms.json {class: [words]} (optional)")
+    parser.add_argument("--synonyms", help="synonyms.json {class: [words]} (optional): more words naming each "
+                                           "class, for caption subjects and the entity counts of the statistics")
     parser.add_argument("--stats", help="statistics JSON to write (default: the output path with _stats.json)")
 
 
@@ -74,3 +75,4 @@ def write_outputs(args: argparse.Namespace, source: str, samples: List[tuple], c
     s = report["statistics"]
     print(f"{source}: {s['samples']} samples on {s['images']} images -> {args.output} (statistics: {path})")
     return report
+

@@ -1,10 +1,12 @@
-"""Checked readers for the package's inputs: errors name the file (writes go through ``utils.io``)."""
+"""Checked readers for the package's inputs (errors name the file; writes go through ``utils.io``) and the CLI
+entry wrapper that turns such errors into a one-line message."""
 from __future__ import annotations
 
 import json
 import os
 import pickle
-from typing import Any, List
+import sys
+from typing import Any, Callable, List
 
 import torch
 
@@ -31,3 +33,12 @@ def load_sample_list(path: str) -> List[Any]:
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a list of samples, got {type(data).__name__}")
     return data
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Run a CLI ``main``; bad input (a missing or malformed file) exits with its one-line message, status 2."""
+    try:
+        main()
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -8,9 +8,9 @@ Subject parser (``parse_subject``; rules, no NLP dependency). On the lower-cased
    and collective nouns followed by "of" ("a group of", "a herd of", "a pair of") are skipped and make the
    subject plural.
 3. The noun phrase is the run of words up to the first boundary: a preposition, conjunction, relative pronoun,
-   determiner, auxiliary or common finite verb ("sits", "holds", ...), always; or a verb-looking word ("-ing" / "-ed", minus a
-   list of nouns such as "building", "ceiling") once the run already holds a known object word, so "a parked car"
-   and "a red striped cat" keep their modifiers.
+   determiner, auxiliary or common finite verb ("sits", "holds", ...), always; or a verb-looking word ("-ing" /
+   "-ed", minus a list of nouns such as "building", "ceiling") once the run already holds a known object word, so
+   "a parked car" and "a red striped cat" keep their modifiers.
 4. The head noun is the known object term ending last in the run, longest first ("hot dog", "young man" -> "man");
    without a known term it is the run's last word. The other words are modifiers; a plural head ("dogs", "men")
    makes the subject plural.
@@ -35,6 +35,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from pseudo_label_generation_module import _cli
+from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.inputs import (AttributeBox, ImageDetections, class_names, load_attributes,
                                                    load_captions, load_detections)
 from pseudo_label_generation_module.lexicon import Lexicon, is_plural, words
@@ -225,4 +226,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -29,7 +29,7 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from pseudo_label_generation_module._io import read_json
+from pseudo_label_generation_module._io import read_json, run_cli
 from utils.io import write_json
 from pseudo_label_generation_module.inputs import InputFormatError
 
@@ -238,10 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--annotations", required=True, help="COCO annotation file: images and categories")
     d.add_argument("--min_score", type=float, default=0.0, help="drop detections scoring below this")
     a = sub.add_parser("vg-attributes", help="Visual-Genome-style attribute list -> attributes.json")
-    a.add_argument("--input", required=True)
+    a.add_argument("--input", required=True,
+                   help="[{image | image_id, attributes: [{x, y, w, h, names, attributes, attribute_scores}]}]")
     a.add_argument("--images", help="COCO annotation file or VG image_data.json (for image_id records)")
     s = sub.add_parser("scene-graphs", help="scene-graph-benchmark / RelTR triplets -> scene_graphs.json")
-    s.add_argument("--input", required=True)
+    s.add_argument("--input", required=True, help="scene-graph-benchmark records (boxes, labels, rel_pairs, "
+                                                  "rel_labels, rel_scores) or RelTR records (triplets)")
     s.add_argument("--images", help="COCO annotation file or VG image_data.json (for image_id records)")
     s.add_argument("--dicts", help="VG-SGG-dicts.json: idx_to_label / idx_to_predicate for index labels")
     c = sub.add_parser("coco-captions", help="COCO caption results -> captions.json")
@@ -268,4 +270,4 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -3,8 +3,8 @@
 A ``Lexicon`` knows the *terms* that name object classes: the class names it is given (e.g. every class of a
 detections.json), the words of an optional synonyms.json (``{class: [words naming it]}``), and a small built-in
 table for common COCO / Visual Genome words (person words such as man/guy/woman/lady/boy/girl/people, and everyday
-synonyms such as bike/bicycle, puppy/dog, couch/sofa) plus the 80 COCO class names and common clothing words. A term may have several words
-("traffic light"); its last word may be plural ("traffic lights", "men", "ladies").
+synonyms such as bike/bicycle, puppy/dog, couch/sofa) plus the 80 COCO class names and common clothing words. A
+term may have several words ("traffic light"); its last word may be plural ("traffic lights", "men", "ladies").
 
 Entity (the MSA difficulty measure, SPEC §4): a maximal noun phrase that names an object, counted as the number
 of non-overlapping known terms in the expression, matched left to right, longest term first. Examples:
@@ -109,8 +109,8 @@ def words(text: str) -> List[str]:
 
 
 def singular(word: str) -> str:
-    """A small rule-based singular form: irregular table, ``-ies`` -> ``-y``, ``-(s)ses/ches/shes/xes`` -> drop
-    ``es``, other ``-s`` dropped (not ``-ss``, ``-us``, ``-is``)."""
+    """A small rule-based singular form: irregular table, ``-ies`` -> ``-y``, ``-sses/-ches/-shes/-xes`` drop
+    ``es``, any other final ``s`` is dropped (not in ``-ss``, ``-us``, ``-is``)."""
     w = word.lower()
     if w in _IRREGULAR_PLURALS:
         return _IRREGULAR_PLURALS[w]

@@ -2,9 +2,9 @@
 
 Either the given files, concatenated in the given order, or the files of a folder named like the official
 multi-source release (``train_separate``): ``{order}_{dataset}_train_pseudo_{source}[_{threshold}].pth``, e.g.
-``1_unc+_train_pseudo_template_0_5.pth``, concatenated by their order number. Other files in the folder are
-listed and ignored; sub-folders are skipped. The folder's merged file goes, as officially, to ``{folder}/{dataset}/{dataset}_train_pseudo.pth``
-unless ``--output`` is given.
+``1_unc+_train_pseudo_template_0_5.pth``, concatenated by their order number. Other ``.pth`` files in the folder
+are listed and ignored; other files and sub-folders are skipped. The folder's merged file goes, as officially, to
+``{folder}/{dataset}/{dataset}_train_pseudo.pth`` unless ``--output`` is given.
 
     python -m pseudo_label_generation_module.merge --dataset unc --folder path/unc/train_separate
     python -m pseudo_label_generation_module.merge --dataset unc --inputs a.pth b.pth --output unc_train_pseudo.pth
@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.samples import DATASETS, check_dataset, load_samples, save_samples
 
 _THRESHOLD_SUFFIX = re.compile(r"(?:_\d+)+$")
@@ -44,7 +45,7 @@ def parse_source_file(name: str, dataset: str) -> Optional[SourceFile]:
 
 
 def source_files(folder: str, dataset: str) -> Tuple[List[SourceFile], List[str]]:
-    """The per-source files of ``folder`` sorted by order number, and the names that were ignored."""
+    """The per-source files of ``folder`` sorted by order number, and the other ``.pth`` files (ignored)."""
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"{folder}: folder not found")
     found, ignored = [], []
@@ -52,10 +53,10 @@ def source_files(folder: str, dataset: str) -> Tuple[List[SourceFile], List[str]
         if not os.path.isfile(os.path.join(folder, name)):
             continue
         parsed = parse_source_file(os.path.join(folder, name), dataset)
-        if parsed is None:
-            ignored.append(name)
-        else:
+        if parsed is not None:
             found.append(parsed)
+        elif name.endswith(".pth"):
+            ignored.append(name)
     found.sort(key=lambda f: f.order)
     for a, b in zip(found, found[1:]):
         if a.order == b.order:
@@ -98,7 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
     if args.folder:
         files, ignored = source_files(args.folder, args.dataset)
         for name in ignored:
-            print(f"merge: ignoring {name} (not a {args.dataset} per-source file)")
+            print(f"merge: ignoring {name} (not named {{order}}_{args.dataset}_train_pseudo_{{source}}[_{{h}}].pth)")
         paths = [f.path for f in files]
         output = args.output or default_output(args.folder, args.dataset)
     else:
@@ -114,4 +115,4 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -23,6 +23,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from pseudo_label_generation_module import _cli
+from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.geometry import Box, iou
 from pseudo_label_generation_module.inputs import Triplet, load_scene_graphs
 from pseudo_label_generation_module.samples import is_trainable_box, make_sample
@@ -117,4 +118,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

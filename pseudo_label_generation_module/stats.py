@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from utils.io import write_json
+from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.geometry import Box, iou_matrix
 from pseudo_label_generation_module.inputs import class_names, load_detections, load_synonyms
 from pseudo_label_generation_module.lexicon import Lexicon, words
@@ -55,7 +56,7 @@ def box_agreement(samples: Sequence[Sequence[Any]], dataset: str, reference: Map
         if not boxes:
             continue
         evaluated += 1
-        agreeing += float(iou_matrix([sample_box_xyxy(sample, dataset)], boxes).max()) >= iou_threshold
+        agreeing += int(float(iou_matrix([sample_box_xyxy(sample, dataset)], boxes).max()) >= iou_threshold)
     return {"evaluated": evaluated, "agreeing": agreeing, "rate": agreeing / evaluated if evaluated else None,
             "iou_threshold": iou_threshold}
 
@@ -107,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Per-source statistics of pseudo split files and the MSA order.")
     p.add_argument("sources", nargs="+", help="NAME=PATH or PATH of pseudo split files")
     p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--detections", nargs="*", default=[],
-                   help="detections.json files whose class names count as entities (besides the built-in words)")
+    p.add_argument("--detections", action="append", default=[],
+                   help="detections.json whose class names count as entities besides the built-in words "
+                        "(repeatable)")
     p.add_argument("--synonyms", help="synonyms.json {class: [words]}: more entity words")
     p.add_argument("--reference", help="a human-annotated split file of the dataset: report how many pseudo boxes "
                                        "overlap an annotated box of their image (IoU >= 0.5)")
@@ -137,4 +139,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -31,9 +31,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+import torch
 from tqdm import tqdm
 
 from pseudo_label_generation_module import _cli
+from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.geometry import Box, area, center, clip, inside_fraction, iou_matrix
 from pseudo_label_generation_module.inputs import (AttributeBox, ImageDetections, class_names, load_attributes,
                                                    load_detections)
@@ -59,10 +61,6 @@ DEFAULT_FORMS = (
 """Expression forms: ``{np}`` noun phrase, ``{s}`` spatial word, ``{sp}`` spatial phrase, ``{c}`` clothing."""
 
 _PLACEHOLDERS = frozenset({"np", "s", "sp", "c"})
-
-
-def _names(*names: str) -> Tuple[str, ...]:
-    return tuple(names)
 
 
 @dataclass(frozen=True)
@@ -93,20 +91,20 @@ class TemplateConfig:
         "help": "other objects above this fraction of the largest area are also 'front'"})
     top_n: int = field(default=3, metadata={"help": "objects described per image (most confident, people first)"})
     per_image: int = field(default=10, metadata={"help": "expressions kept per image (sampled)"})
-    person_classes: Tuple[str, ...] = field(default=_names(
+    person_classes: Tuple[str, ...] = field(default=(
         "person", "people", "man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child", "children",
         "kid", "kids", "lady", "ladies", "guy", "player", "players", "baby", "toddler", "adult", "couple", "bride",
         "policeman", "mother", "skier", "surfer"), metadata={"help": "classes that are people"})
-    hat_classes: Tuple[str, ...] = field(default=_names(
+    hat_classes: Tuple[str, ...] = field(default=(
         "hat", "cap", "helmet", "beanie", "headband", "visor", "goggles", "sunglasses", "glasses", "scarf"),
         metadata={"help": "clothing worn on the head"})
-    shirt_classes: Tuple[str, ...] = field(default=_names(
+    shirt_classes: Tuple[str, ...] = field(default=(
         "shirt", "t-shirt", "jacket", "coat", "sweater", "hoodie", "vest", "jersey", "dress", "uniform", "suit",
         "blouse"), metadata={"help": "clothing worn on the upper body"})
-    pants_classes: Tuple[str, ...] = field(default=_names(
+    pants_classes: Tuple[str, ...] = field(default=(
         "pants", "pant", "jeans", "jean", "shorts", "short", "skirt", "trousers", "slacks", "overalls", "tights"),
         metadata={"help": "clothing worn on the legs"})
-    shoes_classes: Tuple[str, ...] = field(default=_names(
+    shoes_classes: Tuple[str, ...] = field(default=(
         "shoes", "shoe", "boots", "boot", "sneakers", "sneaker", "sandals", "sandal", "socks", "sock", "cleats"),
         metadata={"help": "footwear"})
     forms: Tuple[str, ...] = field(default=DEFAULT_FORMS, metadata={
@@ -177,15 +175,14 @@ def remove_duplicates(objects: Sequence[SceneObject], iou_threshold: float) -> L
     IoU > ``iou_threshold``, whether or not that one survives itself."""
     if len(objects) < 2:
         return list(objects)
-    ious = iou_matrix([o.box for o in objects], [o.box for o in objects])
-    keep = []
-    for i, o in enumerate(objects):
-        beaten = any(float(ious[i, j]) > iou_threshold and (objects[j].score > o.score
-                                                             or (objects[j].score == o.score and j < i))
-                     for j in range(len(objects)) if j != i)
-        if not beaten:
-            keep.append(o)
-    return keep
+    boxes = [o.box for o in objects]
+    scores = torch.tensor([o.score for o in objects], dtype=torch.float64)
+    order = torch.arange(len(objects))
+    # stronger[i, j]: object j beats object i (higher score, or equal score and earlier)
+    stronger = (scores[None, :] > scores[:, None]) | (
+        (scores[None, :] == scores[:, None]) & (order[None, :] < order[:, None]))
+    beaten = ((iou_matrix(boxes, boxes) > iou_threshold) & stronger).any(dim=1)
+    return [o for o, b in zip(objects, beaten.tolist()) if not b]
 
 
 def attach_attributes(objects: Sequence[SceneObject], attributed: Sequence[AttributeBox], iou_threshold: float,
@@ -419,4 +416,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -6,6 +6,7 @@ import torch
 
 from datasets.records import LAYOUTS, BadSampleError, load_split_file, tuple_to_record
 from pseudo_label_generation_module import convert, merge, stats
+from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.inputs import (InputFormatError, load_attributes, load_captions,
                                                    load_detections, load_scene_graphs)
 from pseudo_label_generation_module.lexicon import Lexicon
@@ -67,7 +68,7 @@ def test_merge_folder_sorts_by_order_number_and_writes_the_official_location(tmp
     files, ignored = merge.source_files(str(tmp_path), "unc")
     assert [(f.order, f.source, f.threshold) for f in files] == [(1, "template", "0_5"), (2, "relation", "0_5"),
                                                                  (10, "caption", None)]
-    assert ignored == ["1_unc+_train_pseudo_template_0_5.pth", "notes.txt"]
+    assert ignored == ["1_unc+_train_pseudo_template_0_5.pth"]
 
 
 def test_merge_inputs_keep_the_given_order_and_check_layouts(tmp_path):
@@ -106,17 +107,29 @@ def test_statistics_on_a_known_set():
     assert empty["samples"] == 0 and empty["mean_entities"] is None
 
 
+def test_box_agreement_with_reference_boxes(tmp_path):
+    samples = [make_sample("unc", "a.jpg", (0, 0, 10, 10), "x"), make_sample("unc", "a.jpg", (50, 50, 60, 60), "y"),
+               make_sample("unc", "c.jpg", (0, 0, 5, 5), "z")]
+    reference = {"a.jpg": [(0.0, 0.0, 10.0, 11.0)], "b.jpg": [(0.0, 0.0, 1.0, 1.0)]}
+    assert stats.box_agreement(samples, "unc", reference) == {"evaluated": 2, "agreeing": 1, "rate": 0.5,
+                                                              "iou_threshold": 0.5}
+    human = save_samples([make_sample("unc", "a.jpg", (0, 0, 10, 11), "the left box")], str(tmp_path / "h.pth"))
+    assert stats.reference_boxes(human, "unc") == {"a.jpg": [(0.0, 0.0, 10.0, 11.0)]}
+
+
 def test_stats_cli_orders_sources_easy_to_hard(tmp_path):
     _split(tmp_path / "1_unc_train_pseudo_template_0_5.pth", ["red car", "left man"])
     _split(tmp_path / "3_unc_train_pseudo_caption_0_5.pth", ["a man riding a horse next to a car"])
     _split(tmp_path / "rel.pth", ["man riding horse"])
     out = tmp_path / "stats.json"
+    human = save_samples([make_sample("unc", "i.jpg", (0, 0, 10, 10), "the box")], str(tmp_path / "unc_train.pth"))
     stats.main(["--dataset", "unc", str(tmp_path / "3_unc_train_pseudo_caption_0_5.pth"),
                 f"relation={tmp_path / 'rel.pth'}", str(tmp_path / "1_unc_train_pseudo_template_0_5.pth"),
-                "--output", str(out)])
+                "--reference", human, "--output", str(out)])
     report = json.loads(out.read_text())
     assert report["msa_order"] == ["template", "relation", "caption"]
     assert [report["sources"][n]["mean_entities"] for n in report["msa_order"]] == [1.0, 2.0, 3.0]
+    assert report["sources"]["template"]["box_agreement"]["rate"] == 1.0
 
 
 # ---------------------------------------------------------------- converters
@@ -210,3 +223,10 @@ def test_repeated_image_and_missing_images_list(tmp_path):
         load_captions(_write(tmp_path, "c.json", {"images": [rec, rec]}))
     with pytest.raises(InputFormatError, match='expected a JSON object with an "images" list'):
         load_captions(_write(tmp_path, "d.json", [rec]))
+
+
+def test_cli_entry_turns_bad_input_into_a_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: merge.main(["--dataset", "unc", "--folder", str(tmp_path / "missing")]))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: folder not found"

@@ -165,8 +165,8 @@ def test_caption_cli_with_synonyms(tmp_path):
     out = tmp_path / "cap.pth"
     counts = caption.main(["--captions", str(tmp_path / "c.json"), "--detections", str(tmp_path / "d.json"),
                            "--synonyms", str(tmp_path / "syn.json"), "--dataset", "synthetic", "--output", str(out)])
-    assert torch.load(out, weights_only=True) == [
-        ("s.jpg", "useless placeholder", [10.0, 10.0, 80.0, 80.0], "a red disc next to a square", "useless placeholder")]
+    assert torch.load(out, weights_only=True) == [("s.jpg", "useless placeholder", [10.0, 10.0, 80.0, 80.0],
+                                                   "a red disc next to a square", "useless placeholder")]
     assert counts["dropped_unmatched"] == 1
     stats = json.loads((tmp_path / "cap_stats.json").read_text())
     assert stats["generation"]["dropped_unmatched"] == 1 and stats["statistics"]["samples"] == 1
