@@ -29,7 +29,8 @@ the loaders' ``int()`` truncation is exact.
 
 Every random draw comes from a ``numpy`` Generator keyed by (seed, split, image index, purpose), so a seed gives
 byte-identical files, changing one split's size leaves the other splits' scenes unchanged, and changing a noise
-level leaves the scenes and images unchanged (and adds noise monotonically: the same draws meet a higher rate).
+level leaves the scenes, images and ground truth unchanged (the detector's draws do not even depend on its rates,
+so raising one only adds noise of that kind).
 """
 from __future__ import annotations
 
@@ -44,12 +45,11 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
-
 from torchvision.ops import box_iou
 
 from utils.box_ops import elementwise_iou
@@ -133,9 +133,14 @@ _IMAGE_RE = re.compile(r"^(syn|pre)_\d{6}\.jpg$")
 class SyntheticConfig:
     """Everything that decides the generated world (its hash names the cache in ``world.json``).
 
-    Rates are probabilities per object (per image for ``spurious_rate``: the expected number of spurious
-    detections, at most 4); ``box_jitter`` is the standard deviation of each box side as a fraction of the
-    object's width/height. ``expression_mix`` weighs the ground-truth kinds in :data:`KINDS` order.
+    Noise: ``miss_rate`` (per object, scaled x1.6 / x1 / x0.4 for small / medium / large; also the attribute
+    detector's miss rate), ``class_error_rate`` (per detection: a sibling class mostly), ``duplicate_rate`` (per
+    object: a second, shifted box with IoU mostly below 0.5), ``spurious_rate`` (expected spurious boxes per image,
+    at most 4), ``box_jitter`` (standard deviation of each box side as a fraction of the object's width/height),
+    ``wrong_attribute_rate`` (per attribute), ``relation_error_rate`` (per triplet), ``caption_error_rate`` (per
+    caption). ``same_class_rate``: chance that a new object repeats a class already in the scene (then its colour
+    too, 40% of the time), which makes spatial and relational language necessary. ``expression_mix`` weighs the
+    ground-truth kinds in :data:`KINDS` order (a kind that has no valid expression falls back to another).
     """
     seed: int = 0
     image_size: int = 128
@@ -431,7 +436,9 @@ def _shape_outline(category: str, pose: Pose) -> Tuple[str, Any]:
     else:
         raise ValueError(f"unknown category {category!r}; valid: {', '.join(CLASSES)}")
     c, s = math.cos(math.radians(pose.angle)), math.sin(math.radians(pose.angle))
-    return "polygon", [(cx + e * (x * c - y * s), cy + e * (x * s + y * c)) for x, y in pts]
+    xs, ys = [x * c - y * s for x, y in pts], [x * s + y * c for x, y in pts]
+    span = max(max(xs) - min(xs), max(ys) - min(ys))  # scaled so that the box's long side is the extent
+    return "polygon", [(cx + e * x / span, cy + e * y / span) for x, y in zip(xs, ys)]
 
 
 def _outline_box(category: str, pose: Pose) -> Tuple[float, float, float, float]:
@@ -697,7 +704,7 @@ def _expression(scene: Scene, target: SceneObject, kind: str, rng: np.random.Gen
                 cache: _Cache) -> Optional[Expression]:
     if kind == "caption":
         weights = np.array([w for _, w in _CAPTION_SOURCES])
-        order = rng.choice(len(_CAPTION_SOURCES), size=len(_CAPTION_SOURCES), replace=False, p=weights / weights.sum())
+        order = rng.choice(len(weights), size=len(weights), replace=False, p=weights / weights.sum())
         specs = []
         for i in order:
             specs = _candidate_specs(scene, target, _CAPTION_SOURCES[i][0], cache)
@@ -727,8 +734,7 @@ def add_expressions(scene: Scene, config: SyntheticConfig, split: str, index: in
         if len(expressions) == config.expressions_per_image:
             break
         target = order[slot % len(order)]
-        first = KINDS[int(rng.choice(len(KINDS), p=mix))]
-        kinds = [first] + [k for k in KINDS if k != first and mix[KINDS.index(k)] > 0]
+        kinds = [KINDS[int(i)] for i in rng.choice(len(KINDS), size=int((mix > 0).sum()), replace=False, p=mix)]
         for kind in kinds:
             expression = _expression(scene, target, kind, rng, cache)
             if expression is not None and all(e.phrase != expression.phrase for e in expressions):
@@ -801,8 +807,9 @@ def simulate_detections(scene: Scene, config: SyntheticConfig, rng: np.random.Ge
         w = lo + (hi - lo) * u[1]
         h = w * (0.6 + 0.8 * u[2])
         x, y = u[3] * (side - w), u[4] * (side - h)
-        dets.append(_Detection(_clip_box([x, y, x + w, y + h], side), CLASSES[min(int(u[5] * len(CLASSES)), len(CLASSES) - 1)],
-                               round(float(0.3 + 0.45 * u[6]), 3), None, "spurious"))
+        category = CLASSES[min(int(u[5] * len(CLASSES)), len(CLASSES) - 1)]
+        dets.append(_Detection(_clip_box([x, y, x + w, y + h], side), category, round(float(0.3 + 0.45 * u[6]), 3),
+                               None, "spurious"))
     return sorted(dets, key=lambda d: -d.score)
 
 
@@ -841,7 +848,14 @@ def simulate_attributes(scene: Scene, dets: Sequence[_Detection], config: Synthe
 
 
 def _det_as_object(det: _Detection) -> SceneObject:
+    """A detection as an object, for the geometry of :func:`relation_holds` (only its box is read)."""
     return SceneObject(-1, det.category, "", "", det.box, Pose(0, 0, 0, 0, 0))
+
+
+def _wrong_predicate(subject: SceneObject, ref: SceneObject, side: float, u: float) -> str:
+    """A predicate that does not hold even loosely (opposite directions exclude each other, so there is one)."""
+    false = [p for p in PREDICATES if not relation_holds(subject, ref, p, side)]
+    return false[min(int(u * len(false)), len(false) - 1)]
 
 
 def simulate_scene_graph(scene: Scene, dets: Sequence[_Detection], config: SyntheticConfig,
@@ -865,7 +879,7 @@ def simulate_scene_graph(scene: Scene, dets: Sequence[_Detection], config: Synth
             predicate = holding[min(int(u[0] * len(holding)), len(holding) - 1)]
             wrong = u[1] < config.relation_error_rate
             if wrong:
-                predicate = _other(PREDICATES, predicate, u[2])
+                predicate = _wrong_predicate(sa, sb, side, u[2])
             score = float(0.3 + 0.4 * u[3] if wrong else 0.45 + 0.5 * u[3])
             triplets.append((round(score, 3), wrong, {
                 "subject": {"class": a.category, "box": list(a.box)}, "predicate": predicate,
@@ -908,7 +922,7 @@ def simulate_captions(scene: Scene, config: SyntheticConfig, rng: np.random.Gene
             elif error == 1:
                 spec = dataclasses.replace(spec, category=_confuse(subject.category, u[5] * 0.8))
             else:
-                predicate = _other(PREDICATES, predicate, u[5])
+                predicate = _wrong_predicate(subject, ref, side, u[5])
         if form == 0:
             ref_spec = ExpressionSpec(category=ref.category, colour=ref.colour if rng.random() < 0.7 else None)
             caption = render_phrase(dataclasses.replace(spec, relation=(predicate, ref_spec)), "caption", rng)
@@ -1016,7 +1030,8 @@ def simulate_upstream(scenes: Sequence[Scene], config: SyntheticConfig) -> Tuple
 
 
 # ------------------------------------------------------------------------------------------------- summary
-def _prior_accuracy(scenes: Sequence[Scene], box_of) -> float:
+def _prior_accuracy(scenes: Sequence[Scene], box_of: Callable[[Scene], Sequence[float]]) -> float:
+    """Acc@0.5 of a language-free guess ``box_of(scene)`` for every expression of ``scenes``."""
     preds, gts = [], []
     for scene in scenes:
         for e in scene.expressions:
@@ -1029,6 +1044,7 @@ def _prior_accuracy(scenes: Sequence[Scene], box_of) -> float:
 
 
 def _summary(world: World, upstream_counts: Dict[str, Any]) -> Dict[str, Any]:
+    """Counts per split, expression kinds, target families, language-free priors and the upstream noise."""
     config = world.config
     train_targets = [s.obj(e.target) for s in world.splits["train"] for e in s.expressions]
     mw = float(np.median([o.box[2] - o.box[0] for o in train_targets]))
@@ -1135,13 +1151,11 @@ def _cached_summary(paths: Dict[str, str], config: SyntheticConfig) -> Optional[
     return world.get("summary")
 
 
-def _remove_stale_images(folder: str, keep: set) -> int:
-    removed = 0
+def _remove_stale_images(folder: str, keep: set) -> None:
+    """Delete this generator's images (``syn_*.jpg`` / ``pre_*.jpg``) in ``folder`` that ``keep`` lacks."""
     for name in sorted(os.listdir(folder)):
         if _IMAGE_RE.match(name) and name not in keep:
             os.remove(os.path.join(folder, name))
-            removed += 1
-    return removed
 
 
 def generate(data_root: str, split_root: str, config: Optional[SyntheticConfig] = None,
@@ -1158,6 +1172,8 @@ def generate(data_root: str, split_root: str, config: Optional[SyntheticConfig] 
     cached = None if force else _cached_summary(paths, config)
     if cached is not None:
         return {**cached, "cached": True, "paths": paths, "seconds": round(time.perf_counter() - start, 2)}
+    if os.path.exists(paths["world"]):  # from here on the folder is incomplete until world.json is rewritten
+        os.remove(paths["world"])
     world = build_world(config)
     os.makedirs(paths["images"], exist_ok=True)
     os.makedirs(paths["pretrain_images"], exist_ok=True)
