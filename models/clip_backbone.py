@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import clip
 import torch
-from clip.model import CLIP, build_model
+from clip.model import CLIP, ResidualAttentionBlock, build_model
 
 RANDOM_PREFIX = "random:"
 DEFAULT_DOWNLOAD_ROOT = os.path.expanduser("~/.cache/clip")
@@ -96,17 +97,24 @@ def random_clip(name: str, seed: int = 0, image_resolution: Optional[int] = None
 
 
 def clip_from_state_dict(state_dict: Mapping[str, torch.Tensor], what: str = "state dict") -> CLIP:
-    """An fp32 ``CLIP`` holding exactly ``state_dict``'s values; the architecture is inferred by
-    ``clip.model.build_model`` (which alone would round fp32 weights to fp16, hence the exact reload)."""
+    """An fp32 ``CLIP`` holding exactly ``state_dict``'s values (fp16 tensors widened, fp32 ones kept: alone,
+    ``clip.model.build_model`` would round fp32 weights to fp16). ``build_model`` infers the architecture; it
+    runs on the meta device, so no time goes into a random initialisation that the weights replace."""
     sd = {k: v for k, v in state_dict.items() if k not in _METADATA_KEYS}
     if "visual.proj" not in sd:
         kind = "a ResNet CLIP (CLIP-VG needs a ViT)" if "visual.attnpool.c_proj.weight" in sd else "not a CLIP"
         raise ValueError(f"{what}: {kind}: no 'visual.proj' tensor")
     try:
-        model = build_model(dict(sd)).float()
-        model.load_state_dict(sd)
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op"
+            model = build_model(dict(sd))
+        model.load_state_dict({k: v.detach().to("cpu", torch.float32, copy=True) for k, v in sd.items()},
+                              assign=True)
     except (KeyError, RuntimeError) as exc:
         raise ValueError(f"{what}: not a complete OpenAI ViT CLIP state dict ({exc})") from exc
+    for block in model.modules():  # the text tower's causal mask is a plain attribute, still on the meta device
+        if isinstance(block, ResidualAttentionBlock) and block.attn_mask is not None:
+            block.attn_mask = model.build_attention_mask()
     return model
 
 
@@ -114,7 +122,9 @@ def read_clip_file(path: str) -> Dict[str, torch.Tensor]:
     """The state dict of an OpenAI CLIP file: a TorchScript archive (as released) or a ``torch.save``d state
     dict (``clip.load`` cannot read the latter, openai/CLIP#396)."""
     try:
-        return dict(torch.jit.load(path, map_location="cpu").state_dict())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            return dict(torch.jit.load(path, map_location="cpu").state_dict())
     except RuntimeError:
         pass
     try:
@@ -143,7 +153,9 @@ def _load_named(name: str, download_root: Optional[str]) -> Tuple[CLIP, str]:
     target, url = _download_target(name, root)
     present = os.path.isfile(target)
     try:
-        model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+            model, _ = clip.load(name, device="cpu", jit=False, download_root=root)
     except (OSError, RuntimeError) as exc:
         looked = (f"found {target} but could not use it (checksum or format) nor re-download it" if present
                   else f"looked for {target} (--clip_download_root {root}) and could not download it from {url}")
@@ -168,7 +180,8 @@ def load_clip(spec: str, download_root: Optional[str] = None, image_resolution: 
     if os.path.isfile(spec):
         model = clip_from_state_dict(read_clip_file(spec), what=f"--model {spec}")
         return model, source_record(os.path.abspath(spec), model)
-    if os.sep in spec or spec.endswith((".pt", ".pth")):
+    folder = os.path.dirname(spec)
+    if spec.endswith((".pt", ".pth")) or (folder and os.path.isdir(folder)):
         raise ClipWeightsNotFound(f"--model {spec}: no such file (expected an OpenAI CLIP file)")
     raise ValueError(f"--model {spec}: not a CLIP name ({', '.join(clip.available_models())}), an existing file, "
                      f"or one of {', '.join(RANDOM_PREFIX + n for n in CLIP_ARCHS)}")

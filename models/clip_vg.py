@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from clip.model import CLIP, ResidualAttentionBlock
 from torch import nn
 
-from models.clip_backbone import clip_dims, clip_sha256
+from models.clip_backbone import clip_sha256
 from models.vl_transformer import VLTransformer
 
 # The CLIP tensors CLIP-VG trains (names inside the CLIP module); everything else of CLIP stays frozen.
@@ -151,10 +151,6 @@ class CLIPVG(nn.Module):
             self.clip_source["sha256"] = clip_sha256(self.clip, exclude=TRAINABLE_CLIP_PARAMS)
         return self.clip_source["sha256"]
 
-    def clip_arch(self) -> Dict[str, int]:
-        """The CLIP constructor arguments of this model's backbone."""
-        return clip_dims(self.clip)
-
     def encode_image(self, img: torch.Tensor, paths: ExactPaths = FAST) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1 + N_patch, len(taps) * visual width): the tapped blocks' outputs, concatenated."""
         visual = self.clip.visual
@@ -217,7 +213,7 @@ class CLIPVG(nn.Module):
         visu = self.ml_visu_proj(self.encode_image(img, paths))
         words = self.text_proj(self.encode_text(text, paths))
         reg = self.reg_token.weight.expand(batch, 1, -1)
-        src = torch.cat([reg, words.to(visu.dtype), visu], dim=1)
+        src = torch.cat([reg, words, visu], dim=1)
 
         table = self.vl_pos_embed.weight
         pos = torch.cat([table[: 1 + length], table[1 + self.max_query_len:]], dim=0)

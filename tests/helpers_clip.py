@@ -7,13 +7,17 @@
   archive as released, or a plain ``torch.save``d state dict), fp16 weights as OpenAI ships them; returns the fp32
   CLIP holding exactly the stored values (what ``--model path`` must load).
 - ``tiny_args(*flags, script='train')``: parsed shared arguments for a ``random:tiny`` model at ``--imsize 64``.
+- ``official_key_reference()``: the official checkpoint key list (tests/data/official_checkpoint_keys.json, a copy
+  of ../shared/reference/): per backbone, keys and shapes, trainable names and parameter counts.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import warnings
-from typing import Dict
+from typing import Any, Dict
 
 import clip
 import torch
@@ -23,6 +27,7 @@ from models.clip_backbone import random_clip
 from utils.args import parse_args
 
 TINY_IMSIZE = 64
+OFFICIAL_KEYS_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "official_checkpoint_keys.json")
 
 
 def tiny_clip(seed: int = 0, image_resolution: int = TINY_IMSIZE) -> CLIP:
@@ -56,3 +61,10 @@ def tiny_args(*flags: str, script: str = "train") -> argparse.Namespace:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return parse_args(script, ["--model", "random:tiny", "--imsize", str(TINY_IMSIZE), *flags])
+
+
+def official_key_reference() -> Dict[str, Any]:
+    """``{backbone: {state_dict_keys_and_shapes, trainable_parameter_names, n_parameters_unique,
+    n_trainable_parameters}}`` of the official release."""
+    with open(OFFICIAL_KEYS_JSON) as fh:
+        return json.load(fh)["models"]

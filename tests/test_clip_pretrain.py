@@ -91,6 +91,18 @@ def test_saved_file_is_an_openai_checkpoint_that_clip_load_rebuilds(trained, cor
     assert torch.allclose(normalize_images(heldout.images[:1])[0], expected, atol=1e-6)
 
 
+def test_repo_model_loader_reads_the_pretrained_file(trained):
+    """The demo passes the file as --model PATH; the repo's loader must rebuild the same fp32 CLIP."""
+    from models.clip_backbone import load_clip
+
+    path, _ = trained
+    model, record = load_clip(path)
+    reference, _ = clip.load(path, device="cpu")
+    assert record["dims"]["image_resolution"] == RES
+    ours, theirs = model.state_dict(), reference.state_dict()
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 def test_save_round_trip_gives_the_same_model_outputs(tmp_path):
     torch.manual_seed(1)
     model = CONFIG.build(RES)

@@ -172,6 +172,9 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
     """Atomically write a compact (default) or full checkpoint; ``optimizer`` / ``lr_scheduler`` None leaves
     them out (a model-only checkpoint). ``extra`` adds plain entries (e.g. ``best_accu``). A compact checkpoint
     whose CLIP could not be rebuilt (CLIP taken from a checkpoint in the same folder) is written full instead."""
+    clash = sorted(set(extra or {}) & set(_RESERVED))
+    if clash:
+        raise ValueError(f"save_checkpoint: extra entries {clash} would overwrite checkpoint fields")
     model = _unwrap(model)
     if not full and not _rebuildable(model.clip_source, path):
         print(f"| {path}: CLIP came from {model.clip_source.get('spec') or 'an unknown source'}, which a compact "
@@ -190,9 +193,6 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
         ckpt["optimizer"] = optimizer.state_dict()
     if lr_scheduler is not None:
         ckpt["lr_scheduler"] = lr_scheduler.state_dict()
-    clash = sorted(set(extra or {}) & set(_RESERVED))
-    if clash:
-        raise ValueError(f"save_checkpoint: extra entries {clash} would overwrite checkpoint fields")
     ckpt.update(extra or {})
     return atomic_torch_save(ckpt, path)
 
@@ -216,12 +216,13 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), str(exc))
-        raise ValueError(f"checkpoint {path}: refused by the safe loader (weights_only=True), it holds objects "
-                         f"other than tensors, plain values and argparse.Namespace: {detail}") from exc
     except Exception as exc:
-        raise ValueError(f"checkpoint {path}: not a torch checkpoint file ({type(exc).__name__}: {exc})") from exc
+        blocked = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        if isinstance(exc, pickle.UnpicklingError) and blocked:
+            raise ValueError(f"checkpoint {path}: refused by the safe loader (weights_only=True), it holds objects "
+                             f"other than tensors, plain values and argparse.Namespace: {blocked[0]}") from exc
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ValueError(f"checkpoint {path}: not a torch checkpoint file ({type(exc).__name__}: {first})") from exc
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(state, Mapping) or not all(k in state for k in _MARKER_KEYS):
         what = (f"a dict with keys {sorted(ckpt)[:8]}" if isinstance(ckpt, dict) else type(ckpt).__name__)
@@ -275,9 +276,9 @@ def load_model_state(model: torch.nn.Module, ckpt: Mapping[str, Any]) -> Dict[st
     if unexpected or missing:
         hint = (" (another --vl_enc_layers?)" if any(k.startswith("vl_transformer.") for k in unexpected + missing)
                 else " (another backbone?)")
-        raise ValueError(f"{where}: keys do not match this model{hint}: missing {missing[:6]}"
+        raise ValueError(f"{where}: keys do not match this model: missing {missing[:6]}"
                          f"{' ...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
-                         f"{' ...' if len(unexpected) > 6 else ''}")
+                         f"{' ...' if len(unexpected) > 6 else ''}{hint}")
     bad = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in state
            if tuple(state[k].shape) != tuple(expected[k].shape)]
     if bad:
