@@ -9,6 +9,7 @@ Runs on the CPU or a GPU (``--device``).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -23,35 +24,66 @@ from models import build_model_from_checkpoint
 from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
 from utils.checkpoint import load_checkpoint, load_model_state
+from utils.io import atomic_write_bytes
 from utils.misc import resolve_device
 from utils.run_setup import adopt_checkpoint_settings
 
 
+def image_format(path: str) -> str:
+    """The PIL format for a picture file name (by its extension); ``ValueError`` naming it when unknown."""
+    fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown picture file extension; use e.g. .png or .jpg")
+    return fmt
+
+
+def _check_out(path: Optional[str], flag: str) -> None:
+    if path:
+        try:
+            image_format(path)
+        except ValueError as exc:
+            raise SystemExit(f"{flag} {exc}") from None
+
+
 def load_items(args: argparse.Namespace) -> List[Dict[str, str]]:
-    """The (image, query[, out]) items of one run, from --image/--query or --batch_file."""
+    """The (image, query[, out]) items of one run, from --image/--query or --batch_file; ``SystemExit`` naming the
+    flag (and the item) at fault, a missing image included, before any model is loaded."""
     if args.batch_file:
-        with open(args.batch_file) as fh:
-            items = json.load(fh)
-        if not isinstance(items, list):
-            raise SystemExit(f"--batch_file {args.batch_file}: expected a JSON list of {{image, query}} objects")
+        where = f"--batch_file {args.batch_file}"
+        try:
+            with open(args.batch_file) as fh:
+                items = json.load(fh)
+        except OSError as exc:
+            raise SystemExit(f"{where}: cannot read it ({exc.strerror or exc})") from None
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(items, list) or not items:
+            raise SystemExit(f"{where}: expected a non-empty JSON list of {{image, query}} objects")
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not item.get("image") or not item.get("query"):
-                raise SystemExit(f"--batch_file {args.batch_file}: item {i} needs non-empty 'image' and 'query'")
+                raise SystemExit(f"{where}: item {i} needs non-empty 'image' and 'query'")
+            if not os.path.isfile(item["image"]):
+                raise SystemExit(f"{where}: item {i}: image {item['image']} does not exist")
+            _check_out(item.get("out"), f"{where}: item {i}: out")
         return items
     if not args.image or not args.query:
         raise SystemExit("give --image and --query (or --batch_file)")
+    if not os.path.isfile(args.image):
+        raise SystemExit(f"--image {args.image}: no such image file")
+    _check_out(args.out, "--out")
     return [{"image": args.image, "query": args.query, "out": args.out}]
 
 
 def draw_box(image: Image.Image, box: Sequence[float], query: str, path: str) -> None:
-    """Save ``image`` with ``box`` and the query drawn on it."""
+    """Save ``image`` with ``box`` and the query drawn on it (atomically)."""
     canvas = image.convert("RGB")
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(canvas.size) / 200))
     draw.rectangle([float(v) for v in box], outline=(255, 40, 40), width=width)
     draw.text((float(box[0]) + width, max(float(box[1]) - 12, 0)), query, fill=(255, 40, 40))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    canvas.save(path)
+    buf = io.BytesIO()
+    canvas.save(buf, format=image_format(path))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 @torch.no_grad()

@@ -18,11 +18,12 @@ from datasets import build_dataset
 from datasets.loader import build_loader
 from models import build_model, build_model_from_checkpoint, count_parameters, describe_parameters
 from utils.args import parse_args
-from utils.checkpoint import convert_official_optimizer_state, load_checkpoint, load_model_state, save_checkpoint
+from utils.checkpoint import (convert_official_optimizer_state, convert_official_scheduler_state, load_checkpoint,
+                              load_model_state, save_checkpoint)
 from utils.io import write_json
 from utils.misc import (barrier, cleanup_distributed, get_rank, init_distributed_mode, is_main_process,
                         seed_everything)
-from utils.run_setup import (SummaryWriterOnMain, append_log_line, prepare_output_dir,
+from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, prepare_output_dir,
                              resolve_checkpoint_path)
 
 
@@ -47,8 +48,28 @@ def build_scheduler(optimizer: torch.optim.Optimizer,
     return torch.optim.lr_scheduler.LambdaLR(optimizer, engine.learning_rate_lambda(args))
 
 
+def scheduler_state_for(sched_state: Dict[str, Any], optimizer: torch.optim.Optimizer,
+                        scheduler: torch.optim.lr_scheduler.LRScheduler, where: str) -> Dict[str, Any]:
+    """A checkpoint's LR-scheduler state made loadable into ``scheduler``: an official one (per-group lists of
+    its 4 parameter groups) becomes the single-group equivalent. ``ValueError`` naming ``where`` when the state
+    has another number of groups or belongs to the other kind of schedule (step vs. multiplier)."""
+    groups = len(sched_state.get("base_lrs", []))
+    if groups == 4 and len(optimizer.param_groups) == 1:
+        sched_state = convert_official_scheduler_state(sched_state)
+    elif groups != len(optimizer.param_groups):
+        raise ValueError(f"{where}: its lr_scheduler state has {groups} parameter groups, this optimizer "
+                         f"{len(optimizer.param_groups)}")
+    saved_step = "lr_lambdas" not in sched_state
+    if saved_step != isinstance(scheduler, torch.optim.lr_scheduler.StepLR):
+        saved = "the step schedule's" if saved_step else "a poly/halfdecay/cosine/exponential schedule's"
+        raise ValueError(f"{where}: its lr_scheduler state is {saved}, which this --lr_scheduler cannot continue; "
+                         "resume with the checkpoint's --lr_scheduler, or start from it with --retrain")
+    return sched_state
+
+
 def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimizer,
                             scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    where = ckpt.get("checkpoint_path", "checkpoint")
     opt_state = ckpt.get("optimizer")
     if opt_state is None:
         print("| checkpoint holds no optimizer state: the optimizer starts fresh")
@@ -57,7 +78,7 @@ def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimiz
         opt_state = convert_official_optimizer_state(opt_state)
     optimizer.load_state_dict(opt_state)
     if ckpt.get("lr_scheduler") is not None:
-        scheduler.load_state_dict(ckpt["lr_scheduler"])
+        scheduler.load_state_dict(scheduler_state_for(ckpt["lr_scheduler"], optimizer, scheduler, where))
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -69,12 +90,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if args.eval and not resume:
         raise SystemExit("--eval validates the --resume checkpoint: give --resume PATH")
 
+    ckpt = load_checkpoint(resume or retrain) if (resume or retrain) else None
+    if ckpt is not None:
+        adopt_checkpoint_settings(args, ckpt)
     train_split = "train" if args.sup_type == "full" else "train_pseudo"
     dataset_train = None if args.eval else build_dataset(train_split, args, train=True)
     dataset_val = build_dataset("val", args, train=False)
 
     seed_everything(args.seed + get_rank())
-    ckpt = load_checkpoint(resume or retrain) if (resume or retrain) else None
     model = build_model_from_checkpoint(ckpt, args) if ckpt is not None else build_model(args)
     if ckpt is not None:
         load_model_state(model, ckpt)

@@ -31,8 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from curriculum import _io
-from curriculum.difficulty import entity_counter, load_vocabulary, order_sources
+from curriculum.difficulty import entity_counter, load_lexicon, order_sources
 from curriculum.driver import (add_common_arguments, common_options, fmt, install_sigterm_exit, make_launchers,
                                markdown_table, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities, plot_histogram_grid, reliability_histogram, summary_stats
@@ -41,6 +40,7 @@ from curriculum.selection import (check_layout, link_other_splits, load_split, m
                                   list_separate, separate_name, split_file, threshold_tag, write_separate)
 from curriculum.state import DriverState, work_dir_lock
 from datasets.records import LAYOUTS, check_dataset_name
+from utils.io import atomic_write_text, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sources", required=True, help="name:split_file pairs, comma separated, e.g. "
                                                     "template:a.pth,relation:b.pth,caption:c.pth")
     p.add_argument("--order", help="comma-separated source names easy to hard (default: by mean entities)")
-    p.add_argument("--entity_vocab", help="class vocabulary for entity counting (JSON list, synonyms.json or "
-                                          "one name per line); default: the content-word approximation")
+    p.add_argument("--entity_vocab", help="more class names for entity counting (JSON list, synonyms.json or one "
+                                          "name per line), added to the pseudo-label module's built-in words")
     p.add_argument("--measurers", help="name:checkpoint pairs of measurers to use instead of training them")
     p.add_argument("--source_specific_only", action="store_true",
                    help="score each source only with its own measurer (SR only, cheaper)")
@@ -126,7 +126,10 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
             raise SystemExit(f"--order {args.order}: must list each of {', '.join(paths)} once")
         difficulty: Dict[str, Optional[float]] = {name: None for name in order}
     else:
-        counter = entity_counter(load_vocabulary(args.entity_vocab) if args.entity_vocab else None)
+        try:
+            counter = entity_counter(load_lexicon(args.entity_vocab))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"--entity_vocab {args.entity_vocab}: {exc}") from None
         query = LAYOUTS[dataset].query_field
         ranked = order_sources({n: [str(s[query]) for s in items] for n, items in samples.items()}, counter)
         order = [name for name, _ in ranked]
@@ -253,10 +256,10 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
               "final_run_dir": final["run_dir"], "selected_split": merged, "selected_split_root": selected_root,
               "separate_files": [s["separate_file"] for s in steps], "n_selected": len(chosen_so_far),
               "reliability_matrix": matrix, "reliability_figure": figure, "measurers": measurer}
-    _io.write_json(os.path.join(work, "msa_candidates.json"), candidates)
-    _io.write_text(os.path.join(work, "msa_table.md"), _report(dataset, order, difficulty, matrix, steps, candidates,
-                                                               result))
-    _io.write_json(os.path.join(work, "msa_result.json"), result)
+    write_json(os.path.join(work, "msa_candidates.json"), candidates)
+    atomic_write_text(os.path.join(work, "msa_table.md"),
+                      _report(dataset, order, difficulty, matrix, steps, candidates, result))
+    write_json(os.path.join(work, "msa_result.json"), result)
     state.data["result"] = result
     state.save()
     return result

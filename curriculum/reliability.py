@@ -26,7 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from curriculum import _io
+from utils.io import atomic_torch_save, atomic_write_bytes, write_json
+
 
 BINS = 1000
 RESOLUTION = 10 ** 9  # reliabilities and thresholds are compared as integer multiples of 1 / RESOLUTION
@@ -129,7 +130,7 @@ def write_official_subsets(samples: Sequence[Any], reliabilities: Any, out_dir: 
     for suffix, mask in official_subset_masks(r).items():
         subset = [samples[i] for i in np.flatnonzero(mask)]
         path = os.path.join(out_dir, f"{dataset}_{split}_{suffix}.pth")
-        _io.torch_save(path, subset)
+        atomic_torch_save(subset, path)
         out[suffix] = {"path": path, "count": len(subset)}
     return out
 
@@ -160,7 +161,7 @@ def plot_histogram(counts: Any, path: str, title: str) -> str:
     fig = Figure(figsize=(6.4, 4.0))
     _draw_histogram(fig.add_subplot(1, 1, 1), np.asarray(counts), title)
     fig.tight_layout()
-    return _io.write_bytes(path, _png_bytes(fig))
+    return atomic_write_bytes(path, _png_bytes(fig))
 
 
 def plot_histogram_grid(grid: Dict[str, Dict[str, Any]], measurers: Sequence[str], sources: Sequence[str],
@@ -181,7 +182,7 @@ def plot_histogram_grid(grid: Dict[str, Dict[str, Any]], measurers: Sequence[str
             _draw_histogram(axes[a][b], np.asarray(counts), f"{kind}: measurer {i} on {j}")
     fig.suptitle(title)
     fig.tight_layout()
-    return _io.write_bytes(path, _png_bytes(fig))
+    return atomic_write_bytes(path, _png_bytes(fig))
 
 
 def load_reliabilities(predictions_jsonl: str, samples: Optional[Sequence[Any]] = None) -> np.ndarray:
@@ -236,7 +237,7 @@ def write_scoring_outputs(predictions_jsonl: str, samples: Sequence[Any], out_di
     stem = os.path.join(out_dir, f"{dataset}_{split}_reliability")
     counts = reliability_histogram(r, bins)
     stats = summary_stats(r)
-    _io.write_json(f"{stem}_histogram.json", {
+    write_json(f"{stem}_histogram.json", {
         "dataset": dataset, "split": split, "bins": bins,
         "convention": f"bin k covers (k/{bins}, (k+1)/{bins}]; reliability 0 is counted in count_zero only",
         "count_zero": stats["count_zero"], "n": stats["n"], "counts": counts.tolist()})
@@ -253,5 +254,5 @@ def write_scoring_outputs(predictions_jsonl: str, samples: Sequence[Any], out_di
     summary = {"dataset": dataset, "split": split, **stats, "predictions": predictions_jsonl,
                "histogram_json": f"{stem}_histogram.json", "histogram_png": f"{stem}_histogram.png",
                "subsets": subsets}
-    _io.write_json(f"{stem}_summary.json", summary)
+    write_json(f"{stem}_summary.json", summary)
     return summary

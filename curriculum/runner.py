@@ -27,8 +27,8 @@ import subprocess
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from curriculum import _io
 from curriculum.selection import prepare_split_root
+from utils.io import write_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TRAIN_SCRIPT = os.path.join(REPO_ROOT, "train_clip_vg.py")
@@ -190,7 +190,7 @@ class _Launcher:
             result = collect()
             if result is not None:
                 record.update(status="done", result=result, finished=_now())
-                _io.write_json(record_path, record)
+                write_json(record_path, record)
                 return {**record, "reused": True}
             if _still_running(record):
                 raise RunFailedError(f"{tag}: the earlier attempt (pid {record['pid']} on {record['host']}) is still "
@@ -202,12 +202,12 @@ class _Launcher:
         record = {"tag": tag, "command": command, "fingerprint": fingerprint, "run_dir": run_dir,
                   "output_dir": os.path.join(run_dir, "output"), "log": log_path, "status": "running",
                   "attempts": attempts, "started": (record or {}).get("started", _now())}
-        _io.write_json(record_path, record)
+        write_json(record_path, record)
         print(f"[{tag}] {'resuming' if attempts > 1 else 'starting'} (log: {log_path})", flush=True)
 
         def started(pid: int) -> None:
             record.update(pid=pid, host=socket.gethostname())
-            _io.write_json(record_path, record)
+            write_json(record_path, record)
 
         rc = self._stream(command, log_path, tag, attempts, started)
         if rc != 0:
@@ -218,7 +218,7 @@ class _Launcher:
             raise RunFailedError(f"{tag}: command exited 0 but {record['output_dir']} holds no complete result; "
                                  f"full log: {log_path}\n--- last lines ---\n{_tail(log_path)}")
         record.update(status="done", result=result, finished=_now())
-        _io.write_json(record_path, record)
+        write_json(record_path, record)
         return {**record, "reused": False}
 
 

@@ -17,9 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from curriculum import _io
 from curriculum.reliability import percent_indices, threshold_units
 from datasets.records import load_split_file, split_path
+from utils.io import atomic_torch_save
 
 
 def split_file(split_root: str, dataset: str, split: str) -> str:
@@ -87,7 +87,7 @@ def write_separate(out_dir: str, order: int, dataset: str, source: str, samples:
     returns (path, number of samples)."""
     chosen = select(samples, reliabilities, h)
     path = os.path.join(out_dir, separate_name(order, dataset, source, h))
-    _io.torch_save(path, chosen)
+    atomic_torch_save(chosen, path)
     return path, len(chosen)
 
 
@@ -116,7 +116,7 @@ def separate_files(separate_dir: str, dataset: str) -> List[Tuple[int, str, str]
 def merge_split_files(paths: Sequence[str], out_path: str) -> int:
     """Concatenate split files in the given order into ``out_path`` (atomic); returns the sample count."""
     merged = union([load_split(p) for p in paths])
-    _io.torch_save(out_path, merged)
+    atomic_torch_save(merged, out_path)
     return len(merged)
 
 
@@ -160,5 +160,5 @@ def prepare_split_root(out_split_root: str, dataset: str, original_split_root: s
     ``train_samples`` and the dataset's other split files link to the originals. Returns the training file path."""
     link_other_splits(original_split_root, dataset, out_split_root, exclude=[train_split])
     path = split_file(out_split_root, dataset, train_split)
-    _io.torch_save(path, list(train_samples))
+    atomic_torch_save(list(train_samples), path)
     return path

@@ -25,13 +25,13 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from curriculum import _io
 from curriculum.driver import (add_common_arguments, common_options, fmt, install_sigterm_exit, make_launchers,
                                markdown_table, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities
 from curriculum.search import greedy_threshold_search, new_state
 from curriculum.selection import load_split, prepare_split_root, select, split_file, threshold_tag
 from curriculum.state import DriverState, work_dir_lock
+from utils.io import atomic_write_text, write_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,11 +144,11 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
         "n_selected": len(chosen), "n_source": len(source), "measurer": measurer,
         "reliability_file": reliability_file, "search_trace": found.trace, "candidates": rows,
     }
-    _io.write_json(os.path.join(work, "ssa_candidates.json"), rows)
-    _io.write_text(os.path.join(work, "ssa_candidates.md"),
-                   f"# SSA candidates: {dataset}\n\nh* = {h_star:g} ({len(chosen)} of {len(source)} samples), "
-                   f"final model {result['final_model']} (val accuracy {fmt(result['final_val_accu'])})\n\n{table}")
-    _io.write_json(os.path.join(work, "ssa_result.json"), result)
+    write_json(os.path.join(work, "ssa_candidates.json"), rows)
+    atomic_write_text(os.path.join(work, "ssa_candidates.md"),
+                      f"# SSA candidates: {dataset}\n\nh* = {h_star:g} ({len(chosen)} of {len(source)} samples), "
+                      f"final model {result['final_model']} (val accuracy {fmt(result['final_val_accu'])})\n\n{table}")
+    write_json(os.path.join(work, "ssa_result.json"), result)
     state.data["result"] = {k: v for k, v in result.items() if k not in ("candidates", "search_trace")}
     state.save()
     return result

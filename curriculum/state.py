@@ -15,8 +15,8 @@ import os
 import socket
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from curriculum import _io
 from curriculum.runner import process_alive
+from utils.io import write_json
 
 STATE_VERSION = 1
 
@@ -65,7 +65,7 @@ class DriverState:
 
     def save(self) -> None:
         self.data["updated"] = _now()
-        _io.write_json(self.path, self.data)
+        write_json(self.path, self.data)
 
     def step(self, name: str) -> Optional[Dict[str, Any]]:
         return self.data["steps"].get(name)

@@ -132,7 +132,7 @@ def world(tmp_path, monkeypatch):
     torch.save(make_source("testA", 5, 1, "a thing"), split_root / "unc_testA.pth")
     torch.save(make_source("pseudo", 120, 2, "left red car"), split_root / "unc_train_pseudo.pth")
     torch.save(make_source("human", 60, 3, "the red car"), split_root / "unc_train.pth")
-    sources = {"caption": make_source("caption", 50, 4, "a man riding a horse on the beach"),
+    sources = {"caption": make_source("caption", 50, 4, "a man with a dog riding a horse near a car"),
                "template": make_source("template", 50, 5, "left red car"),
                "relation": make_source("relation", 50, 6, "man near horse")}
     for name, samples in sources.items():

@@ -1,5 +1,8 @@
 """Atomic file writers: every file is written to a temporary file in its own folder, flushed to disk, then moved
-over the destination with ``os.replace``, so a reader (or a crash) never sees a half-written file."""
+over the destination with ``os.replace``, so a reader (or a crash) never sees a half-written file.
+
+``tempfile.mkstemp`` creates its file with mode 0600; before the move the file gets the mode a plain ``open()``
+would have given a new file, ``0o666 & ~umask``, so other users and groups read the outputs as usual."""
 from __future__ import annotations
 
 import json
@@ -8,6 +11,21 @@ import tempfile
 from typing import IO, Any, Callable, Iterable
 
 import torch
+
+
+def current_umask() -> int:
+    """The process umask, read from /proc where it is shown (no change to the process state), else by setting
+    and restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write(path: str, mode: str, write: Callable[[IO[Any]], None]) -> str:
@@ -19,6 +37,7 @@ def _atomic_write(path: str, mode: str, write: Callable[[IO[Any]], None]) -> str
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

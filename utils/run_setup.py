@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import os
 import uuid
+import warnings
 from typing import Any, Dict, List, Optional
 
 import torch
 
+from datasets.grounding import PROMPT_PLACEHOLDER
 from utils.misc import broadcast_object, is_main_process
 
 
@@ -49,22 +51,35 @@ def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
     return value
 
 
-# Settings that shape the model or its inputs: evaluation and inference take them from the checkpoint unless the
-# command line gives them.
+# Settings that shape the model or its inputs: evaluation, inference and training from a checkpoint (--resume,
+# --retrain) take them from the checkpoint unless the command line gives them.
 CHECKPOINT_SETTINGS = ("imsize", "max_query_len", "prompt", "tapped_layers", "vl_dropout", "vl_nheads",
                        "vl_hidden_dim", "vl_dim_feedforward", "vl_enc_layers")
 
 
+def _setting_value(name: str, value: Any) -> Any:
+    """A setting in comparable form: the prompts '', None and '{pseudo_query}' all mean the query alone."""
+    if name == "prompt" and value in (None, "", PROMPT_PLACEHOLDER):
+        return ""
+    return value
+
+
 def adopt_checkpoint_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) -> List[str]:
     """Copy the model-shaping settings stored in ``ckpt['args']`` into ``args`` where the command line did not
-    give them (so a model trained at ``--imsize 96`` evaluates at 96 without repeating the flag). Returns the
-    names adopted."""
+    give them (so a model trained at ``--imsize 96`` evaluates at 96 without repeating the flag); a given flag that
+    disagrees with the checkpoint is kept, with a warning naming both values. Returns the names adopted."""
     stored = ckpt.get("args")
     stored = vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
     given = set(getattr(args, "given_flags", ()))
+    where = ckpt.get("checkpoint_path", "the checkpoint")
     adopted = []
     for name in CHECKPOINT_SETTINGS:
-        if name in stored and name not in given and getattr(args, name, None) != stored[name]:
+        if name not in stored or _setting_value(name, getattr(args, name, None)) == _setting_value(name, stored[name]):
+            continue
+        if name in given:
+            warnings.warn(f"--{name} {getattr(args, name)!r} differs from the {stored[name]!r} that {where} was "
+                          f"trained with; using the given --{name}", stacklevel=2)
+        else:
             setattr(args, name, stored[name])
             adopted.append(name)
     if adopted:
