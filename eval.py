@@ -19,7 +19,7 @@ from utils.checkpoint import load_checkpoint, load_model_state
 from utils.io import write_jsonl
 from utils.misc import cleanup_distributed, init_distributed_mode, is_main_process, seed_everything, get_rank
 from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
-                             resolve_checkpoint_path)
+                             resolve_checkpoint_path, run_cli)
 
 
 def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
@@ -73,4 +73,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

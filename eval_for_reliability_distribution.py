@@ -18,7 +18,7 @@ from eval import evaluate_split
 from utils.args import parse_args
 from utils.io import write_jsonl
 from utils.misc import barrier, cleanup_distributed, init_distributed_mode, is_main_process
-from utils.run_setup import SummaryWriterOnMain
+from utils.run_setup import SummaryWriterOnMain, run_cli
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -49,4 +49,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -26,7 +26,7 @@ from utils.box_ops import cxcywh_to_xyxy
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.io import atomic_write_bytes
 from utils.misc import resolve_device
-from utils.run_setup import adopt_checkpoint_settings
+from utils.run_setup import adopt_checkpoint_settings, run_cli
 
 
 def image_format(path: str) -> str:
@@ -137,4 +137,4 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -22,9 +22,9 @@ from utils.checkpoint import (convert_official_optimizer_state, convert_official
                               load_model_state, save_checkpoint)
 from utils.io import write_json
 from utils.misc import (barrier, cleanup_distributed, get_rank, init_distributed_mode, is_main_process,
-                        seed_everything)
+                        seed_everything, set_deterministic)
 from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, prepare_output_dir,
-                             resolve_checkpoint_path)
+                             resolve_checkpoint_path, run_cli)
 
 
 def build_optimizer(params: List[torch.nn.Parameter], args: argparse.Namespace,
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     dataset_train = None if args.eval else build_dataset(train_split, args, train=True)
     dataset_val = build_dataset("val", args, train=False)
 
+    set_deterministic(args.deterministic)
     seed_everything(args.seed + get_rank())
     model = build_model_from_checkpoint(ckpt, args) if ckpt is not None else build_model(args)
     if ckpt is not None:
@@ -193,8 +194,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except engine.NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    run_cli(main)

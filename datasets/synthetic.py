@@ -53,6 +53,7 @@ from PIL import Image, ImageDraw
 from torchvision.ops import box_iou
 
 from utils.box_ops import elementwise_iou
+from utils.io import atomic_torch_save, atomic_write_bytes
 
 DATASET = "synthetic"
 GENERATOR_VERSION = 1
@@ -1077,16 +1078,6 @@ def vocabulary() -> Dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------- writing
-def _atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def _json_bytes(obj: Any, indent: Optional[int] = None) -> bytes:
     return (json.dumps(obj, indent=indent, separators=None if indent else (",", ":")) + "\n").encode()
 
@@ -1180,25 +1171,25 @@ def generate(data_root: str, split_root: str, config: Optional[SyntheticConfig] 
     for split, scenes in world.splits.items():
         for index, scene in enumerate(scenes):
             image = render_scene(scene, _rng(config, "render", split, index))
-            _atomic_write(os.path.join(paths["images"], scene.image), _jpeg_bytes(image, config.jpeg_quality))
+            atomic_write_bytes(os.path.join(paths["images"], scene.image), _jpeg_bytes(image, config.jpeg_quality),
+                               durable=False)
     for index, (scene, _) in enumerate(world.pretrain):
         image = render_scene(scene, _rng(config, "render", "pretrain", index))
-        _atomic_write(os.path.join(paths["pretrain_images"], scene.image), _jpeg_bytes(image, config.jpeg_quality))
+        atomic_write_bytes(os.path.join(paths["pretrain_images"], scene.image),
+                           _jpeg_bytes(image, config.jpeg_quality), durable=False)
     _remove_stale_images(paths["images"], {s.image for scenes in world.splits.values() for s in scenes})
     _remove_stale_images(paths["pretrain_images"], {s.image for s, _ in world.pretrain})
     payloads, counts = simulate_upstream(world.splits["train"], config)
     for name, payload in payloads.items():
-        _atomic_write(paths[name], _json_bytes(payload))
+        atomic_write_bytes(paths[name], _json_bytes(payload))
     corpus = {"image_dir": "pretrain_images",
               "pairs": [{"image": scene.image, "caption": caption} for scene, caption in world.pretrain]}
-    _atomic_write(paths["caption_corpus"], _json_bytes(corpus))
+    atomic_write_bytes(paths["caption_corpus"], _json_bytes(corpus))
     for split, scenes in world.splits.items():
-        buf = io.BytesIO()
-        torch.save(_split_samples(scenes), buf)
-        _atomic_write(paths[f"split_{split}"], buf.getvalue())
-    _atomic_write(paths["annotations"], _json_bytes(_annotations(world)))
+        atomic_torch_save(_split_samples(scenes), paths[f"split_{split}"])
+    atomic_write_bytes(paths["annotations"], _json_bytes(_annotations(world)))
     summary = _summary(world, counts)
-    _atomic_write(paths["world"], _json_bytes({"dataset": DATASET, "generator_version": GENERATOR_VERSION,
+    atomic_write_bytes(paths["world"], _json_bytes({"dataset": DATASET, "generator_version": GENERATOR_VERSION,
                                                "config_hash": config.config_hash(), "config": config.to_dict(),
                                                "vocabulary": vocabulary(), "summary": summary}, indent=2))
     return {**summary, "cached": False, "paths": paths, "seconds": round(time.perf_counter() - start, 2)}

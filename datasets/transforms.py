@@ -8,9 +8,10 @@ train transforms fill ``transform`` with the composition of every resize, crop a
 original image there too.
 
 Randomness: every random choice of a train transform is drawn from the ``random.Random`` passed in, in a fixed
-order. ``GroundingDataset`` seeds one per sample from torch's default generator, which the DataLoader seeds per
-worker (``base_seed + worker_id``, ``base_seed`` drawn from the main process's generator, itself seeded from
-``--seed``), so a run is reproducible for a fixed seed and worker count and each epoch differs.
+order. ``GroundingDataset`` seeds one per sample from (``--seed``, epoch, sample index), so a sample's
+augmentation does not depend on the process, the worker or the batch it lands in: a run is reproducible for a
+fixed seed whatever the number of processes and workers, a resumed run repeats the same draws, and each epoch
+differs.
 
 Crop acceptance: the official ``RandomSizeCrop`` accepts a crop when the box centre x exceeds the crop's *top*
 and the centre y its *left* (coordinates swapped), so it may cut the target or drop it from the crop entirely.

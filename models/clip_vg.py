@@ -10,18 +10,22 @@ The forward pass has exact speed-ups (``ExactPaths``), each proven equal to the 
 (``REFERENCE``) by the tests: (a) the text tower runs only up to the longest query of the batch and the padded
 text tokens leave the fused sequence (they are masked keys, and CLIP's causal mask makes earlier positions
 independent of later ones); (b) the text tower, which has no trainable tensor, runs under ``no_grad``; (c) fusion
-attention and (d) CLIP block attention use ``F.scaled_dot_product_attention`` on the same weights.
+attention and (d) CLIP block attention use ``F.scaled_dot_product_attention`` on the same weights, and the CLIP
+MLP computes QuickGELU as ``silu(1.702 h) / 1.702`` with both scalings folded into its matmuls (one fused
+activation kernel instead of three element-wise passes); (e) the fusion computes only what the [REG] output
+depends on: masked tokens (padded text, padded image patches) leave the fused sequence, since they are ignored as
+keys and every other step is per token, and the last fusion layer computes its [REG] row alone.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from clip.model import CLIP, ResidualAttentionBlock
+from clip.model import CLIP, QuickGELU, ResidualAttentionBlock
 from torch import nn
 
 from models.clip_backbone import clip_sha256
@@ -39,10 +43,13 @@ class ExactPaths:
     text_no_grad: bool = True
     sdpa_fusion: bool = True
     sdpa_clip: bool = True
+    prune_fusion: bool = True
 
 
 FAST = ExactPaths()
-REFERENCE = ExactPaths(trim_text=False, text_no_grad=False, sdpa_fusion=False, sdpa_clip=False)
+REFERENCE = ExactPaths(trim_text=False, text_no_grad=False, sdpa_fusion=False, sdpa_clip=False, prune_fusion=False)
+QUICK_GELU_SCALE = 1.702
+"""CLIP's QuickGELU: ``h * sigmoid(1.702 h)``."""
 
 
 def default_tapped_layers(depth: int) -> List[int]:
@@ -73,17 +80,51 @@ def patch_padding_mask(img_mask: torch.Tensor, grid: int) -> torch.Tensor:
     return torch.round(resized).flatten(1) != 0
 
 
+def _autograd_records(t: torch.Tensor) -> bool:
+    """Whether autograd records operations on ``t`` (when it does not, fresh results may be updated in place)."""
+    return torch.is_grad_enabled() and t.requires_grad
+
+
+def clip_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CLIP's ``c_fc -> QuickGELU -> c_proj`` on (..., D). With ``u = 1.702 * c_fc(x)``, QuickGELU is
+    ``silu(u) / 1.702``; both scalings ride on the matmuls (``addmm``'s alpha and beta), leaving one fused
+    activation (in place when autograd is not recording). An MLP with another activation runs as it is."""
+    if not isinstance(mlp.gelu, QuickGELU):
+        return mlp(x)
+    flat = x.reshape(-1, x.shape[-1])
+    fc, proj = mlp.c_fc, mlp.c_proj
+    u = torch.addmm(fc.bias, flat, fc.weight.t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
+    u = F.silu(u, inplace=not _autograd_records(u))
+    out = torch.addmm(proj.bias, u, proj.weight.t(), alpha=1.0 / QUICK_GELU_SCALE)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
 def clip_block_sdpa(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool) -> torch.Tensor:
     """A CLIP residual block on a batch-first (B, L, D) input with ``scaled_dot_product_attention`` (``causal``
-    replaces the text tower's additive -inf mask)."""
+    replaces the text tower's additive -inf mask) and ``clip_mlp``. Without autograd the residual sums go into
+    the fresh branch outputs (same sums, fewer new buffers); ``x`` itself is never modified."""
     attn = block.attn
     b, s, d = x.shape
     h = attn.num_heads
     qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).view(b, s, 3, h, d // h)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    x = x + attn.out_proj(out.transpose(1, 2).reshape(b, s, d))
-    return x + block.mlp(block.ln_2(x))
+    branch = attn.out_proj(out.transpose(1, 2).reshape(b, s, d))
+    if _autograd_records(branch):
+        x = x + branch
+        return x + clip_mlp(block.mlp, block.ln_2(x))
+    x = branch.add_(x)
+    return clip_mlp(block.mlp, block.ln_2(x)).add_(x)
+
+
+def keep_unmasked(src: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, length: int
+                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move each row's unmasked tokens to the front (in sequence order) and keep the first ``length`` positions
+    (at least the most unmasked tokens of any row): ``src`` (B, S, D), ``mask`` (B, S), ``pos`` (S, D) ->
+    (B, length, D), (B, length), (B, length, D). Rows with fewer unmasked tokens keep some masked ones."""
+    order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)[:, :length]
+    src = torch.gather(src, 1, order[..., None].expand(-1, -1, src.shape[-1]))
+    return src, torch.gather(mask, 1, order), pos[order]
 
 
 class MLP(nn.Module):
@@ -197,18 +238,36 @@ class CLIPVG(nn.Module):
                              f"{self.max_query_len}, got {tuple(text.shape)}")
 
     @staticmethod
-    def query_length(text: torch.Tensor) -> int:
-        """1 + the last position holding a non-padding token in any row (at least 1). This is the forward pass's
-        one host sync."""
+    def _query_length(text: torch.Tensor) -> torch.Tensor:
         used = (text != 0).any(dim=0)
         positions = torch.arange(1, text.shape[1] + 1, device=text.device)
-        return max(int((used * positions).max()), 1)
+        return (used * positions).max().clamp(min=1)
+
+    @staticmethod
+    def query_length(text: torch.Tensor) -> int:
+        """1 + the last position holding a non-padding token in any row (at least 1)."""
+        return int(CLIPVG._query_length(text))
+
+    @staticmethod
+    def sequence_lengths(text: torch.Tensor, patch_mask: torch.Tensor) -> Tuple[int, int]:
+        """``(query_length(text), most unmasked fused tokens of any row)``: [REG], [CLS], the non-padding text
+        tokens and the unpadded patches. Read back together: the forward pass's one host sync."""
+        unmasked = 2 + (text != 0).sum(dim=1) + (~patch_mask).sum(dim=1)
+        length, keep = torch.stack([CLIPVG._query_length(text), unmasked.max()]).tolist()
+        return length, keep
 
     def forward(self, img: torch.Tensor, img_mask: torch.Tensor, text: torch.Tensor,
                 paths: ExactPaths = FAST) -> torch.Tensor:
         self._check_inputs(img, img_mask, text)
-        if paths.trim_text and not torch.compiler.is_compiling():
-            text = text[:, : self.query_length(text)]
+        patch_mask = patch_padding_mask(img_mask, self.grid)
+        # Trimming and pruning read values: under torch.compile and on the meta device (shape inference) the
+        # shapes stay static instead.
+        dynamic = ((paths.trim_text or paths.prune_fusion) and not torch.compiler.is_compiling()
+                   and not text.is_meta)
+        if dynamic:
+            length, keep = self.sequence_lengths(text, patch_mask)
+            if paths.trim_text:
+                text = text[:, :length]
         batch, length = text.shape
         visu = self.ml_visu_proj(self.encode_image(img, paths))
         words = self.text_proj(self.encode_text(text, paths))
@@ -218,6 +277,9 @@ class CLIPVG(nn.Module):
         table = self.vl_pos_embed.weight
         pos = torch.cat([table[: 1 + length], table[1 + self.max_query_len:]], dim=0)
         unmasked = torch.zeros(batch, 1, dtype=torch.bool, device=img.device)
-        mask = torch.cat([unmasked, text == 0, unmasked, patch_padding_mask(img_mask, self.grid)], dim=1)
-        out = self.vl_transformer(src, mask, pos, use_sdpa=paths.sdpa_fusion)
+        mask = torch.cat([unmasked, text == 0, unmasked, patch_mask], dim=1)
+        if paths.prune_fusion and dynamic:
+            src, mask, pos = keep_unmasked(src, mask, pos, keep)
+        out = self.vl_transformer(src, mask, pos, use_sdpa=paths.sdpa_fusion,
+                                  out_rows=1 if paths.prune_fusion else None)
         return self.bbox_embed(out[:, 0]).sigmoid()

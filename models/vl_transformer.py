@@ -5,8 +5,13 @@ ReLU -> dropout -> Linear -> dropout -> residual -> LayerNorm. No final LayerNor
 (B, S, D). The attention weights live in an ``nn.MultiheadAttention`` (keys ``self_attn.in_proj_weight``,
 ``self_attn.in_proj_bias``, ``self_attn.out_proj.*``, as in the official checkpoints); the default path computes
 the same attention with ``F.scaled_dot_product_attention`` on those weights, the reference path calls the module.
+
+``out_rows=n`` computes only the first ``n`` output rows of the last layer (its keys and values still come from
+every row): every step after the attention is row-wise, so those rows are the same as in the full computation.
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,28 +32,35 @@ class VLEncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
-    def _attention_sdpa(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor) -> torch.Tensor:
+    def _attention_sdpa(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
+                        rows: int) -> torch.Tensor:
         attn = self.self_attn
         b, s, d = src.shape
         h = attn.num_heads
-        qk = F.linear(src + pos, attn.in_proj_weight[: 2 * d], attn.in_proj_bias[: 2 * d])
-        v = F.linear(src, attn.in_proj_weight[2 * d:], attn.in_proj_bias[2 * d:])
-        q, k = qk.view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4)
-        v = v.view(b, s, h, d // h).transpose(1, 2)
+        weight, bias = attn.in_proj_weight, attn.in_proj_bias
+        qk_in = src + pos
+        if rows == s:
+            q, k = F.linear(qk_in, weight[: 2 * d], bias[: 2 * d]).view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4)
+        else:
+            q = F.linear(qk_in[:, :rows], weight[:d], bias[:d]).view(b, rows, h, d // h).transpose(1, 2)
+            k = F.linear(qk_in, weight[d: 2 * d], bias[d: 2 * d]).view(b, s, h, d // h).transpose(1, 2)
+        v = F.linear(src, weight[2 * d:], bias[2 * d:]).view(b, s, h, d // h).transpose(1, 2)
         keep = ~key_padding_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                              dropout_p=attn.dropout if self.training else 0.0)
-        return attn.out_proj(out.transpose(1, 2).reshape(b, s, d))
+        return attn.out_proj(out.transpose(1, 2).reshape(b, rows, d))
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
-                use_sdpa: bool = True) -> torch.Tensor:
-        """``src`` (B, S, D); ``pos`` (S, D) or (B, S, D); ``key_padding_mask`` (B, S) bool, True = ignore."""
+                use_sdpa: bool = True, out_rows: Optional[int] = None) -> torch.Tensor:
+        """``src`` (B, S, D); ``pos`` (S, D) or (B, S, D); ``key_padding_mask`` (B, S) bool, True = ignore.
+        Returns (B, S, D), or only the first ``out_rows`` rows (B, out_rows, D)."""
+        rows = src.shape[1] if out_rows is None else out_rows
         if use_sdpa:
-            src2 = self._attention_sdpa(src, pos, key_padding_mask)
+            src2 = self._attention_sdpa(src, pos, key_padding_mask, rows)
         else:
             qk = src + pos.expand_as(src)
-            src2 = self.self_attn(qk, qk, src, key_padding_mask=key_padding_mask, need_weights=False)[0]
-        src = self.norm1(src + self.dropout1(src2))
+            src2 = self.self_attn(qk[:, :rows], qk, src, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        src = self.norm1(src[:, :rows] + self.dropout1(src2))
         src2 = self.linear2(self.dropout(F.relu(self.linear1(src))))
         return self.norm2(src + self.dropout2(src2))
 
@@ -62,9 +74,10 @@ class VLEncoder(nn.Module):
                                     for _ in range(num_layers))
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
-                use_sdpa: bool = True) -> torch.Tensor:
-        for layer in self.layers:
-            src = layer(src, pos, key_padding_mask, use_sdpa)
+                use_sdpa: bool = True, out_rows: Optional[int] = None) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            src = layer(src, pos, key_padding_mask, use_sdpa, out_rows if i == last else None)
         return src
 
 
@@ -84,6 +97,7 @@ class VLTransformer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def forward(self, src: torch.Tensor, key_padding_mask: torch.Tensor, pos: torch.Tensor,
-                use_sdpa: bool = True) -> torch.Tensor:
-        """(B, S, D) sequence, (B, S) padding mask (True = ignore), (S, D) or (B, S, D) positions -> (B, S, D)."""
-        return self.encoder(src, pos, key_padding_mask, use_sdpa)
+                use_sdpa: bool = True, out_rows: Optional[int] = None) -> torch.Tensor:
+        """(B, S, D) sequence, (B, S) padding mask (True = ignore), (S, D) or (B, S, D) positions -> (B, S, D), or
+        its first ``out_rows`` rows (B, out_rows, D), computed alone in the last layer."""
+        return self.encoder(src, pos, key_padding_mask, use_sdpa, out_rows)

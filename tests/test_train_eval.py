@@ -176,3 +176,28 @@ def test_unwritable_output_dir_is_refused_before_work(world, tmp_path):
 def test_missing_resume_checkpoint_is_refused(world, tmp_path):
     with pytest.raises(SystemExit, match="--resume .*no such checkpoint"):
         train_clip_vg.main(common(world, tmp_path, "--epochs", "1", "--resume", str(tmp_path / "none.pth")))
+
+
+@pytest.mark.parametrize("script, flags, message", [
+    ("train_clip_vg.py", ["--model", "no_such_clip"], "--model no_such_clip: not a CLIP name"),
+    ("eval.py", ["--eval_model", "/no/such.pth"], "--eval_model /no/such.pth: no such checkpoint file"),
+])
+def test_command_line_errors_are_one_line(world, tmp_path, script, flags, message):
+    argv = ["--dataset", "synthetic", "--data_root", world["data"], "--split_root", world["splits"],
+            "--output_dir", str(tmp_path / "out"), "--device", "cpu", *flags]
+    out = subprocess.run([sys.executable, "-W", "ignore", os.path.join(ROOT, script), *argv], capture_output=True,
+                         text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and message in last
+    assert "Traceback" not in out.stderr
+
+
+def test_deterministic_flag_switches_torch_to_deterministic_algorithms(world, tmp_path):
+    try:
+        train_clip_vg.main(common(world, tmp_path / "det", "--epochs", "1", "--batch_size", "4", "--deterministic"))
+        assert torch.are_deterministic_algorithms_enabled()
+        train_clip_vg.main(common(world, tmp_path / "fast", "--epochs", "1", "--batch_size", "4"))
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -132,6 +132,7 @@ def init_distributed_mode(args: argparse.Namespace) -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
     if base.type == "cuda":
+        local = local % torch.cuda.device_count()  # a task bound to its own GPU(s) sees them from index 0
         torch.cuda.set_device(local)
         device, backend = torch.device("cuda", local), "nccl"
     else:
@@ -143,6 +144,18 @@ def init_distributed_mode(args: argparse.Namespace) -> None:
     _silence_non_main(rank == 0)
     print(f"| distributed init: rank {rank}/{world}, local rank {local}, backend {backend}, {init_method}",
           flush=True)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """``--deterministic``: deterministic algorithms everywhere (an op without one raises), no cuDNN autotuning,
+    no TF32; off: cuDNN autotuning and TF32 matmuls on CUDA (the fast default)."""
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+    torch.backends.cuda.matmul.allow_tf32 = not enabled
+    torch.backends.cudnn.allow_tf32 = not enabled
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
 def cleanup_distributed() -> None:

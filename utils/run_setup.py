@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import uuid
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -134,3 +135,26 @@ class SummaryWriterOnMain:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
+"""What bad input raises (a bad flag, file, checkpoint or sample, missing CLIP weights, a non-finite loss): the
+command-line entry points print its message on one line instead of a traceback."""
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Call an entry script's ``main()``; a user error (one of ``USER_ERRORS``, or
+    ``SystemExit`` with a message) exits with status 1 and ``error: <message>`` (the full
+    traceback with ``CLIPVG_TRACEBACK=1``). Tests call ``main(argv)`` directly and see the exception."""
+    try:
+        main()
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):  # argparse's status 2, or an explicit exit status
+            raise
+        print(f"error: {exc.code}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except USER_ERRORS as exc:
+        if os.environ.get("CLIPVG_TRACEBACK"):
+            raise
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
