@@ -14,7 +14,8 @@ attention and (d) CLIP block attention use ``F.scaled_dot_product_attention`` on
 MLP computes QuickGELU as ``silu(1.702 h) / 1.702`` with both scalings folded into its matmuls (one fused
 activation kernel instead of three element-wise passes); (e) the fusion computes only what the [REG] output
 depends on: masked tokens (padded text, padded image patches) leave the fused sequence, since they are ignored as
-keys and every other step is per token, and the last fusion layer computes its [REG] row alone.
+keys and every other step is per token, and the last fusion layer computes its [REG] row alone; (f) on the CPU in
+float32 the matmuls go through oneDNN (``models/onednn_linear.py``), equal to ``F.linear`` up to float rounding.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from clip.model import CLIP, QuickGELU, ResidualAttentionBlock
 from torch import nn
 
 from models.clip_backbone import clip_sha256
+from models.onednn_linear import linear, uses_onednn
 from models.vl_transformer import VLTransformer
 
 # The CLIP tensors CLIP-VG trains (names inside the CLIP module); everything else of CLIP stays frozen.
@@ -44,10 +46,12 @@ class ExactPaths:
     sdpa_fusion: bool = True
     sdpa_clip: bool = True
     prune_fusion: bool = True
+    onednn: bool = True
 
 
 FAST = ExactPaths()
-REFERENCE = ExactPaths(trim_text=False, text_no_grad=False, sdpa_fusion=False, sdpa_clip=False, prune_fusion=False)
+REFERENCE = ExactPaths(trim_text=False, text_no_grad=False, sdpa_fusion=False, sdpa_clip=False, prune_fusion=False,
+                       onednn=False)
 QUICK_GELU_SCALE = 1.702
 """CLIP's QuickGELU: ``h * sigmoid(1.702 h)``."""
 
@@ -85,36 +89,44 @@ def _autograd_records(t: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and t.requires_grad
 
 
-def clip_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """CLIP's ``c_fc -> QuickGELU -> c_proj`` on (..., D). With ``u = 1.702 * c_fc(x)``, QuickGELU is
-    ``silu(u) / 1.702``; both scalings ride on the matmuls (``addmm``'s alpha and beta), leaving one fused
-    activation (in place when autograd is not recording). An MLP with another activation runs as it is."""
+def clip_mlp(mlp: nn.Module, x: torch.Tensor, onednn: bool = True) -> torch.Tensor:
+    """CLIP's ``c_fc -> QuickGELU -> c_proj`` on (..., D). On the CPU in float32 (``onednn``) both matmuls run
+    through oneDNN (``models/onednn_linear.py``). QuickGELU is ``silu(u) / 1.702`` with ``u = 1.702 * c_fc(x)``
+    (one fused activation instead of ``sigmoid`` and two products): after oneDNN the scalings are in-place passes
+    (autograd needs neither product's operand, only ``silu``'s input); elsewhere both ride on the matmuls
+    (``addmm``'s alpha and beta). Another activation runs as it is."""
     if not isinstance(mlp.gelu, QuickGELU):
         return mlp(x)
-    flat = x.reshape(-1, x.shape[-1])
     fc, proj = mlp.c_fc, mlp.c_proj
+    if onednn and uses_onednn(x, fc.weight):
+        u = linear(x, fc.weight, fc.bias).mul_(QUICK_GELU_SCALE)
+        act = F.silu(u, inplace=not _autograd_records(u)).div_(QUICK_GELU_SCALE)
+        return linear(act, proj.weight, proj.bias)
+    flat = x.reshape(-1, x.shape[-1])
     u = torch.addmm(fc.bias, flat, fc.weight.t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
     u = F.silu(u, inplace=not _autograd_records(u))
     out = torch.addmm(proj.bias, u, proj.weight.t(), alpha=1.0 / QUICK_GELU_SCALE)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def clip_block_sdpa(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool) -> torch.Tensor:
+def clip_block_sdpa(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool, onednn: bool = True
+                    ) -> torch.Tensor:
     """A CLIP residual block on a batch-first (B, L, D) input with ``scaled_dot_product_attention`` (``causal``
-    replaces the text tower's additive -inf mask) and ``clip_mlp``. Without autograd the residual sums go into
-    the fresh branch outputs (same sums, fewer new buffers); ``x`` itself is never modified."""
+    replaces the text tower's additive -inf mask), ``clip_mlp`` and, with ``onednn``, oneDNN matmuls on the CPU.
+    Without autograd the residual sums go into the fresh branch outputs (same sums, fewer new buffers); ``x``
+    itself is never modified."""
     attn = block.attn
     b, s, d = x.shape
     h = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).view(b, s, 3, h, d // h)
+    qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias, onednn).view(b, s, 3, h, d // h)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    branch = attn.out_proj(out.transpose(1, 2).reshape(b, s, d))
+    branch = linear(out.transpose(1, 2).reshape(b, s, d), attn.out_proj.weight, attn.out_proj.bias, onednn)
     if _autograd_records(branch):
         x = x + branch
-        return x + clip_mlp(block.mlp, block.ln_2(x))
+        return x + clip_mlp(block.mlp, block.ln_2(x), onednn)
     x = branch.add_(x)
-    return clip_mlp(block.mlp, block.ln_2(x)).add_(x)
+    return clip_mlp(block.mlp, block.ln_2(x), onednn).add_(x)
 
 
 def keep_unmasked(src: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, length: int
@@ -202,7 +214,7 @@ class CLIPVG(nn.Module):
         blocks = visual.transformer.resblocks
         for i in range(self.tapped_layers[-1] + 1):
             if paths.sdpa_clip:
-                x = clip_block_sdpa(blocks[i], x, causal=False)
+                x = clip_block_sdpa(blocks[i], x, causal=False, onednn=paths.onednn)
             else:
                 x = blocks[i](x.transpose(0, 1)).transpose(0, 1)
             if i in self.tapped_layers:
@@ -220,7 +232,7 @@ class CLIPVG(nn.Module):
             if paths.sdpa_clip:
                 x = model.token_embedding(text) + model.positional_embedding[:length]
                 for block in model.transformer.resblocks:
-                    x = clip_block_sdpa(block, x, causal=True)
+                    x = clip_block_sdpa(block, x, causal=True, onednn=paths.onednn)
             else:
                 full = F.pad(text, (0, model.context_length - length))
                 x = model.token_embedding(full) + model.positional_embedding
@@ -281,5 +293,5 @@ class CLIPVG(nn.Module):
         if paths.prune_fusion and dynamic:
             src, mask, pos = keep_unmasked(src, mask, pos, keep)
         out = self.vl_transformer(src, mask, pos, use_sdpa=paths.sdpa_fusion,
-                                  out_rows=1 if paths.prune_fusion else None)
+                                  out_rows=1 if paths.prune_fusion else None, onednn=paths.onednn)
         return self.bbox_embed(out[:, 0]).sigmoid()

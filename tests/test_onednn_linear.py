@@ -1,0 +1,66 @@
+"""oneDNN matmuls on the CPU (models/onednn_linear.py) compute ``F.linear``: outputs and every gradient, with the
+F.linear fallback wherever oneDNN does not apply."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.onednn_linear import OneDNNLinear, linear, onednn_available, uses_onednn
+
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN linear op")
+
+
+def _inputs(grad_x=True, grad_w=True, grad_b=True, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 16, generator=g, dtype=dtype).requires_grad_(grad_x)
+    w = torch.randn(24, 16, generator=g, dtype=dtype).requires_grad_(grad_w)
+    b = torch.randn(24, generator=g, dtype=dtype).requires_grad_(grad_b)
+    return x, w, b
+
+
+@needs_onednn
+def test_forward_equals_f_linear_with_and_without_bias():
+    x, w, b = _inputs(False, False, False)
+    torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    assert linear(x, w, b).shape == (3, 5, 24)
+
+
+@needs_onednn
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, True)])
+def test_gradients_equal_f_linears(needs):
+    ours, ref = _inputs(*needs), _inputs(*needs)
+    upstream = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(1))
+    (linear(*ours) * upstream).sum().backward()
+    (F.linear(*ref) * upstream).sum().backward()
+    for mine, theirs, need in zip(ours, ref, needs):
+        if need:
+            torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-5)
+        else:
+            assert mine.grad is None
+
+
+@needs_onednn
+@pytest.mark.filterwarnings("ignore:Input #.* requires gradient and is not a double")
+def test_autograd_function_passes_gradcheck_in_its_own_precision():
+    # gradcheck needs float64, which oneDNN's op does not take; check the formulas against finite differences in
+    # float32 with a tolerance that suits it.
+    x, w, b = (t.detach().requires_grad_() for t in _inputs())
+    x2 = x.reshape(-1, 16).detach().requires_grad_()
+    assert torch.autograd.gradcheck(OneDNNLinear.apply, (x2, w, b), eps=1e-2, atol=5e-2, rtol=1e-2)
+
+
+@needs_onednn
+def test_result_may_be_updated_in_place_under_autograd():
+    x, w, b = _inputs()
+    out = linear(x, w, b)
+    out.mul_(2.0)
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, 2 * w.detach().sum(0).expand(3, 5, 16), rtol=1e-5, atol=1e-5)
+
+
+def test_other_dtypes_and_the_switch_fall_back_to_f_linear():
+    x, w, b = _inputs(False, False, False, dtype=torch.float64)
+    assert not uses_onednn(x, w)
+    assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+    x, w, b = _inputs(False, False, False)
+    assert torch.equal(linear(x, w, b, onednn=False), F.linear(x, w, b))
