@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="both", choices=["both", "train", "eval"])
     p.add_argument("--paths", default="fast", choices=sorted(PATHS),
                    help="fast: the model's exact speed-ups; reference: the straightforward forward pass")
+    p.add_argument("--no_check_outputs", dest="check_outputs", action="store_false",
+                   help="skip comparing one batch's boxes with the reference forward pass")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -108,6 +110,19 @@ def _eval_rates(model: nn.Module, args: argparse.Namespace, device: torch.device
     return [args.steps * args.batch_size / timed(lambda: run(timed_batches), device) for _ in range(args.repeats)]
 
 
+@torch.no_grad()
+def _box_difference(model: CLIPVG, paths: ExactPaths, args: argparse.Namespace, device: torch.device
+                    ) -> float:
+    """Largest absolute difference between the boxes of ``paths`` and of the straightforward forward pass
+    (``REFERENCE``) on one eval-mode batch: how far the timed computation is from the official one."""
+    batch = _batches(args, 1, device, torch.Generator().manual_seed(args.seed + 1))[0]
+    was_training = model.training
+    model.eval()
+    boxes = [model(batch["img"], batch["img_mask"], batch["text"], paths=p).float() for p in (paths, REFERENCE)]
+    model.train(was_training)
+    return (boxes[0] - boxes[1]).abs().max().item()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the benchmark for ``argv`` (like ``sys.argv[1:]``), print and return the JSON object."""
     args = build_parser().parse_args(argv)
@@ -144,6 +159,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         result.update(eval_samples_per_s=evaluation["median"], eval_samples_per_s_best=evaluation["best"],
                       eval_runs=evaluation["runs"])
     result.update(peak_memory(device))
+    if args.check_outputs:
+        result["max_abs_box_diff_vs_reference"] = _box_difference(core, PATHS[args.paths], args, device)
     result["config"] = {
         "model": spec, "device": str(device), "batch_size": args.batch_size, "steps": args.steps,
         "warmup": args.warmup, "repeats": args.repeats, "amp": args.amp if device.type == "cuda" else "off",

@@ -45,6 +45,8 @@ def test_model_benchmark_reports_train_and_eval_throughput(capsys):
     assert (config["batch_size"], config["steps"], config["amp"], config["paths"]) == (2, 2, "off", "fast")
     assert 0 < config["trainable_params"] < config["total_params"]
     assert config["torch"] == torch.__version__
+    # the timed computation gives the reference forward pass's boxes (up to float rounding)
+    assert 0 <= result["max_abs_box_diff_vs_reference"] < 1e-4
 
 
 @pytest.mark.parametrize("mode, present, absent", [("eval", "eval_samples_per_s", "train_samples_per_s"),
@@ -55,6 +57,7 @@ def test_model_benchmark_single_mode_on_the_reference_path(capsys, mode, present
     result = printed_json(capsys)
     assert_positive(result, [present, "peak_memory_mb"])
     assert absent not in result and result["config"]["paths"] == "reference"
+    assert result["max_abs_box_diff_vs_reference"] == 0.0
 
 
 def test_data_benchmark_reports_both_loaders_and_stages(capsys, tmp_path):
