@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.onednn_linear import OneDNNLinear, linear, onednn_available, uses_onednn
+from models.onednn_linear import _PACKED, OneDNNLinear, linear, onednn_available, packed_weight, uses_onednn
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN linear op")
 
@@ -64,3 +64,27 @@ def test_other_dtypes_and_the_switch_fall_back_to_f_linear():
     assert torch.equal(linear(x, w, b), F.linear(x, w, b))
     x, w, b = _inputs(False, False, False)
     assert torch.equal(linear(x, w, b, onednn=False), F.linear(x, w, b))
+
+
+@needs_onednn
+def test_frozen_weights_are_packed_once_and_repacked_after_a_change():
+    x, w, b = _inputs(False, False, False)
+    first = packed_weight(w)
+    assert first.is_mkldnn and packed_weight(w) is first
+    assert torch.equal(linear(x, w, b), torch.ops.mkldnn._linear_pointwise(x.contiguous(), w, b, "none", [], ""))
+    with torch.no_grad():
+        w.mul_(-1.0)  # e.g. load_state_dict copying new values in place
+    assert packed_weight(w) is not first
+    torch.testing.assert_close(linear(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    trainable = w.detach().clone().requires_grad_()
+    assert packed_weight(trainable) is trainable
+
+
+@needs_onednn
+def test_packed_copies_go_with_their_weights():
+    _, w, _ = _inputs(False, False, False)
+    before = len(_PACKED)
+    packed_weight(w)
+    assert len(_PACKED) == before + 1
+    del w
+    assert len(_PACKED) == before
