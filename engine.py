@@ -121,6 +121,11 @@ class EvalResult:
     target_boxes: torch.Tensor   # (N, 4) target (cx, cy, w, h) normalised to the padded input
     transforms: torch.Tensor     # (N, 4) [scale, pad_x, pad_y, 0] of the eval transform
     iou: torch.Tensor            # (N,) IoU of the clamped prediction with the target
+    seconds: float = 0.0         # wall time of the prediction loop and the gather
+
+    @property
+    def samples_per_s(self) -> float:
+        return len(self.iou) / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def accuracy(self) -> float:
@@ -148,6 +153,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, a
     indices, drop the distributed sampler's padding (repeated indices) and sort into split order. Every rank
     gets the same result, equal to a single-process run."""
     model.eval()
+    start = time.perf_counter()
     parts: Dict[str, List[torch.Tensor]] = {"indices": [], "pred_boxes": [], "target_boxes": [], "transforms": []}
     for batch in _batches(loader, desc):
         batch = _to_device(batch, device)
@@ -168,7 +174,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, a
     merged = {k: v[keep] for k, v in merged.items()}
     iou = accuracy_iou(merged["pred_boxes"], merged["target_boxes"])
     return EvalResult(indices=merged["indices"].long(), pred_boxes=merged["pred_boxes"],
-                      target_boxes=merged["target_boxes"], transforms=merged["transforms"], iou=iou)
+                      target_boxes=merged["target_boxes"], transforms=merged["transforms"], iou=iou,
+                      seconds=time.perf_counter() - start)
 
 
 def prediction_rows(result: EvalResult, dataset: Any, imsize: int) -> List[Dict[str, Any]]:

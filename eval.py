@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     result, dataset = evaluate_split(args)
     stats = {"test_model": args.eval_model, f"{args.eval_set}_set_accuracy": result.accuracy,
              f"{args.eval_set}_set_miou": result.mean_iou, "samples": len(result.iou),
-             "seconds": round(time.perf_counter() - tic, 3)}
+             "seconds": round(time.perf_counter() - tic, 3), "eval_seconds": round(result.seconds, 3),
+             "eval_samples_per_s": round(result.samples_per_s, 3)}
     if is_main_process():
         print(json.dumps(stats))
         name = os.path.splitext(os.path.basename(args.eval_model))[0]

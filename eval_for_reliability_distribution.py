@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         summary = write_scoring_outputs(jsonl, samples, args.output_dir, args.dataset, args.eval_set,
                                         tb_writer=writer.writer)
         writer.close()
-        print(json.dumps({"reliability_file": jsonl, **summary}, default=str))
+        print(json.dumps({"reliability_file": jsonl, **summary, "eval_seconds": round(result.seconds, 3),
+                          "eval_samples_per_s": round(result.samples_per_s, 3)}, default=str))
     barrier()
     return summary
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import benchmark_data, benchmark_e2e, benchmark_model
+from benchmarks import benchmark_data, benchmark_e2e, benchmark_model, benchmark_scaling
 from benchmarks._common import COCO_SIZES, batch_padding, model_spec, synthetic_batch
 from datasets.transforms import EvalTransform
 from helpers_clip import TINY_IMSIZE
@@ -141,3 +141,16 @@ def test_synthetic_batch_matches_the_dataset_item_contract():
     assert batch["index"].tolist() == [5, 6, 7]
     assert ((batch["box"] > 0) & (batch["box"] < 1)).all()
     assert (batch["img"][batch["img_mask"][:, None].expand_as(batch["img"])] == 0).all()
+
+
+def test_scaling_benchmark_scores_every_sample_once_on_each_process_count(capsys):
+    benchmark_scaling.main(["--model", "tiny", "--imsize", str(TINY_IMSIZE), "--image_size", str(TINY_IMSIZE),
+                            "--samples", "7", "--batch_size", "2", "--nprocs", "1", "2",
+                            "--scripts", "reliability"])
+    result = printed_json(capsys)
+    runs = result["reliability"]
+    assert runs["agree"] is True  # 7 samples: the 2-process sampler pads one, which must not be counted
+    for n in ("1", "2"):
+        assert runs[n]["samples"] == 7 and runs[n]["eval_samples_per_s"] > 0 and runs[n]["wall_s"] > 0
+    assert runs["1"]["speedup"] == 1.0 and runs["2"]["speedup"] > 0
+    assert result["config"]["nprocs"] == [1, 2] and result["config"]["model"] == "random:tiny"
