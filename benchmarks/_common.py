@@ -9,6 +9,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -179,6 +180,15 @@ def synthetic_batch(batch_size: int, imsize: int, max_query_len: int, generator:
 def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
     """Every tensor of ``batch`` on ``device`` (asynchronous copies from pinned memory, as the engine makes)."""
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def emit_from_work_dir(run: Callable[[Any, str], Dict[str, Any]], args: Any, prefix: str) -> Dict[str, Any]:
+    """``emit(run(args, work_dir))`` with ``work_dir`` = ``args.work_dir`` when given (kept), else a temporary
+    folder named ``prefix...`` (removed afterwards)."""
+    if args.work_dir:
+        return emit(run(args, args.work_dir))
+    with tempfile.TemporaryDirectory(prefix=prefix) as work_dir:
+        return emit(run(args, work_dir))
 
 
 def emit(result: Dict[str, Any]) -> Dict[str, Any]:

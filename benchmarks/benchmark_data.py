@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -25,8 +24,8 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 import torch
 from PIL import Image
 
-from benchmarks._common import (emit, environment, non_negative_int, positive_int, rate_summary, resolve_device,
-                                set_threads, shared_args, synchronize, to_device)
+from benchmarks._common import (emit_from_work_dir, environment, non_negative_int, positive_int, rate_summary,
+                                resolve_device, set_threads, shared_args, synchronize, to_device)
 from benchmarks._jpeg_world import DATASET, write_jpeg_world
 from datasets import build_dataset
 from datasets.grounding import GroundingDataset, load_image
@@ -144,11 +143,7 @@ def run(args: argparse.Namespace, work_dir: str) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the benchmark for ``argv`` (like ``sys.argv[1:]``), print and return the JSON object."""
-    args = build_parser().parse_args(argv)
-    if args.work_dir:
-        return emit(run(args, args.work_dir))
-    with tempfile.TemporaryDirectory(prefix="clipvg-bench-data-") as work_dir:
-        return emit(run(args, work_dir))
+    return emit_from_work_dir(run, build_parser().parse_args(argv), "clipvg-bench-data-")
 
 
 if __name__ == "__main__":

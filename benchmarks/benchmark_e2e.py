@@ -16,7 +16,6 @@ import argparse
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Dict, Optional, Sequence
 
@@ -27,9 +26,9 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 import torch
 
 import engine
-from benchmarks._common import (emit, environment, model_spec, non_negative_int, peak_memory, positive_int,
-                                rate_summary, reset_peak_memory, resolve_device, set_threads, shared_args,
-                                synchronize)
+from benchmarks._common import (emit_from_work_dir, environment, model_spec, non_negative_int, peak_memory,
+                                positive_int, rate_summary, reset_peak_memory, resolve_device, set_threads,
+                                shared_args, synchronize)
 from datasets import build_dataset
 from datasets.loader import build_loader
 from datasets.records import load_split_file, split_path
@@ -133,11 +132,7 @@ def run(args: argparse.Namespace, work_dir: str) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the benchmark for ``argv`` (like ``sys.argv[1:]``), print and return the JSON object."""
-    args = build_parser().parse_args(argv)
-    if args.work_dir:
-        return emit(run(args, args.work_dir))
-    with tempfile.TemporaryDirectory(prefix="clipvg-bench-e2e-") as work_dir:
-        return emit(run(args, work_dir))
+    return emit_from_work_dir(run, build_parser().parse_args(argv), "clipvg-bench-e2e-")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import math
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -28,7 +27,8 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 
 import torch
 
-from benchmarks._common import emit, environment, model_spec, positive_int, resolve_device, shared_args
+from benchmarks._common import (emit_from_work_dir, environment, model_spec, positive_int, resolve_device,
+                                shared_args)
 from datasets.records import load_split_file, split_path
 from datasets.synthetic import DATASET, SyntheticConfig, generate
 from models import build_model
@@ -139,11 +139,7 @@ def run(args: argparse.Namespace, work_dir: str) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run the benchmark for ``argv`` (like ``sys.argv[1:]``), print and return the JSON object."""
-    args = build_parser().parse_args(argv)
-    if args.work_dir:
-        return emit(run(args, args.work_dir))
-    with tempfile.TemporaryDirectory(prefix="clipvg-bench-scaling-") as work_dir:
-        return emit(run(args, work_dir))
+    return emit_from_work_dir(run, build_parser().parse_args(argv), "clipvg-bench-scaling-")
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ def test_eval_bad_input_fails_with_one_clear_line(world, tmp_path, flags, messag
 
 def test_checkpoint_for_another_image_size_is_refused(world, tmp_path):
     train_clip_vg.main(common(world, tmp_path / "m", "--epochs", "1", "--batch_size", "8"))
-    with pytest.raises(Exception) as info:
+    with pytest.warns(UserWarning, match="--imsize 96 differs from the 64"), pytest.raises(Exception) as info:
         eval_script.main(common(world, tmp_path / "e", "--eval_model", str(tmp_path / "m" / "best_checkpoint.pth"),
                                 "--eval_set", "val", "--imsize", "96"))
     assert "imsize" in str(info.value)
