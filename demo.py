@@ -1,6 +1,6 @@
 """The paper's pipeline in miniature, offline, on the synthetic referring world.
 
-    python demo.py --output_dir demo_out            # about 15 minutes on 2 CPU cores
+    python demo.py --output_dir demo_out            # the full preset (its run time and status: README, Demo)
     python demo.py --output_dir demo_out --preset quick   # a smoke run of every stage (the test suite's)
 
 Stages (each cached: a rerun skips finished work; killed, it resumes where it stopped):
