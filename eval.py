@@ -14,12 +14,11 @@ import engine
 from datasets import build_dataset
 from datasets.loader import build_loader
 from models import build_model_from_checkpoint, describe_parameters
-from utils.args import parse_args
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.io import write_jsonl
-from utils.misc import cleanup_distributed, init_distributed_mode, is_main_process, seed_everything, get_rank
+from utils.misc import get_rank, is_main_process, seed_everything
 from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
-                             resolve_checkpoint_path, run_cli)
+                             resolve_checkpoint_path, run_cli, run_distributed)
 
 
 def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
@@ -65,12 +64,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
-    args = parse_args("eval", argv)
-    init_distributed_mode(args)
-    try:
-        return run(args)
-    finally:
-        cleanup_distributed()
+    return run_distributed("eval", run, argv)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ from typing import Any, Dict, Optional, Sequence
 import engine
 from curriculum.reliability import write_scoring_outputs
 from eval import evaluate_split
-from utils.args import parse_args
 from utils.io import write_jsonl
-from utils.misc import barrier, cleanup_distributed, init_distributed_mode, is_main_process
-from utils.run_setup import SummaryWriterOnMain, run_cli
+from utils.misc import barrier, is_main_process
+from utils.run_setup import SummaryWriterOnMain, run_cli, run_distributed
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -41,12 +40,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
-    args = parse_args("reliability", argv)
-    init_distributed_mode(args)
-    try:
-        return run(args)
-    finally:
-        cleanup_distributed()
+    return run_distributed("reliability", run, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -17,14 +16,12 @@ import engine
 from datasets import build_dataset
 from datasets.loader import build_loader
 from models import build_model, build_model_from_checkpoint, count_parameters, describe_parameters
-from utils.args import parse_args
 from utils.checkpoint import (convert_official_optimizer_state, convert_official_scheduler_state, load_checkpoint,
                               load_model_state, save_checkpoint)
 from utils.io import write_json
-from utils.misc import (barrier, cleanup_distributed, get_rank, init_distributed_mode, is_main_process,
-                        seed_everything, set_deterministic)
+from utils.misc import barrier, get_rank, is_main_process, seed_everything, set_deterministic
 from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, prepare_output_dir,
-                             resolve_checkpoint_path, run_cli)
+                             resolve_checkpoint_path, run_cli, run_distributed)
 
 
 def build_optimizer(params: List[torch.nn.Parameter], args: argparse.Namespace,
@@ -185,12 +182,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
-    args = parse_args("train", argv)
-    init_distributed_mode(args)
-    try:
-        return run(args)
-    finally:
-        cleanup_distributed()
+    return run_distributed("train", run, argv)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,6 @@
 import json
 import os
 
-import pytest
-
 from datasets.records import parse_records
 from pseudo_label_generation_module import caption, merge, relation, stats, template
 from pseudo_label_generation_module.geometry import iou_matrix

@@ -6,12 +6,13 @@ import os
 import sys
 import uuid
 import warnings
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
 from datasets.grounding import PROMPT_PLACEHOLDER
-from utils.misc import broadcast_object, is_main_process
+from utils.args import parse_args
+from utils.misc import broadcast_object, cleanup_distributed, init_distributed_mode, is_main_process
 
 
 def prepare_output_dir(path: str) -> str:
@@ -140,6 +141,17 @@ class SummaryWriterOnMain:
 USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
 """What bad input raises (a bad flag, file, checkpoint or sample, missing CLIP weights, a non-finite loss): the
 command-line entry points print its message on one line instead of a traceback."""
+
+
+def run_distributed(script: str, run: Callable[[argparse.Namespace], Any], argv: Optional[Sequence[str]]) -> Any:
+    """The body of an entry script's ``main(argv)``: parse ``argv`` with ``script``'s defaults, join the process
+    group the launcher describes (none without a launcher), ``run(args)``, and always leave the group."""
+    args = parse_args(script, argv)
+    init_distributed_mode(args)
+    try:
+        return run(args)
+    finally:
+        cleanup_distributed()
 
 
 def run_cli(main: Callable[[], Any]) -> None:
