@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -16,9 +17,14 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import clip
 import torch
+from torch import nn
 
+from datasets.records import load_split_file, split_path
+from datasets.synthetic import DATASET, SyntheticConfig, generate
+from models import build_model
 from models.clip_backbone import CLIP_ARCHS, RANDOM_PREFIX
 from utils.args import parse_args
+from utils.io import atomic_torch_save
 
 QUERIES: Tuple[str, ...] = (
     "man on the left", "red car", "the woman in a white shirt", "left zebra", "bowl of rice on the right",
@@ -180,6 +186,31 @@ def synthetic_batch(batch_size: int, imsize: int, max_query_len: int, generator:
 def to_device(batch: Dict[str, torch.Tensor], device: torch.device) -> Dict[str, torch.Tensor]:
     """Every tensor of ``batch`` on ``device`` (asynchronous copies from pinned memory, as the engine makes)."""
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def build_benchmark_model(project_args: argparse.Namespace) -> nn.Module:
+    """``build_model(project_args)``; a ``--model`` that cannot be built exits with the message naming it."""
+    try:
+        return build_model(project_args)
+    except (ValueError, RuntimeError) as exc:
+        raise SystemExit(str(exc)) from exc
+
+
+def synthetic_world(work_dir: str, seed: int, image_size: int, split: str, samples: int, target_split: str,
+                    flags: str) -> Dict[str, str]:
+    """Generate (or reuse) the synthetic world under ``work_dir`` with just enough ``split`` images for
+    ``samples`` samples (one image for each other split, no pretraining corpus) and write the first ``samples``
+    of ``split`` as ``target_split``; ``flags`` name the options at fault if the world falls short. Returns
+    ``{"data_root", "split_root"}``."""
+    counts = {f"n_{name}_images": 1 for name in ("train", "val", "testA", "testB")}
+    counts[f"n_{split}_images"] = math.ceil(samples / SyntheticConfig.expressions_per_image)
+    data_root, split_root = os.path.join(work_dir, "data"), os.path.join(work_dir, "splits")
+    generate(data_root, split_root, SyntheticConfig(seed=seed, image_size=image_size, n_pretrain=0, **counts))
+    records = load_split_file(split_path(split_root, DATASET, split))
+    if len(records) < samples:
+        raise SystemExit(f"{flags}: the synthetic world has only {len(records)} {split} samples")
+    atomic_torch_save(records[:samples], split_path(split_root, DATASET, target_split))
+    return {"data_root": data_root, "split_root": split_root}
 
 
 def emit_from_work_dir(run: Callable[[Any, str], Dict[str, Any]], args: Any, prefix: str) -> Dict[str, Any]:

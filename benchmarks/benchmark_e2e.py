@@ -13,7 +13,6 @@ each. Validation and checkpointing are left out.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -26,16 +25,14 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 import torch
 
 import engine
-from benchmarks._common import (emit_from_work_dir, environment, model_spec, non_negative_int, peak_memory,
-                                positive_int, rate_summary, reset_peak_memory, resolve_device, set_threads,
-                                shared_args, synchronize)
+from benchmarks._common import (build_benchmark_model, emit_from_work_dir, environment, model_spec, non_negative_int,
+                                peak_memory, positive_int, rate_summary, reset_peak_memory, resolve_device,
+                                set_threads, shared_args, synchronize, synthetic_world)
 from datasets import build_dataset
 from datasets.loader import build_loader
-from datasets.records import load_split_file, split_path
-from datasets.synthetic import DATASET, SyntheticConfig, generate
-from models import build_model, count_parameters
+from datasets.synthetic import DATASET
+from models import count_parameters
 from train_clip_vg import build_optimizer
-from utils.io import atomic_torch_save
 
 RECIPE_AUGMENTATION = ("--aug_crop", "--aug_scale", "--aug_translate")
 
@@ -63,28 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _world(work_dir: str, args: argparse.Namespace) -> Dict[str, str]:
-    """Generate (or reuse) the world and write its ``train_pseudo`` split: the first ``steps * batch_size``
-    ``train`` samples, so an epoch is exactly ``--steps`` batches."""
-    needed = args.steps * args.batch_size
-    config = SyntheticConfig(seed=args.seed, image_size=args.image_size,
-                             n_train_images=math.ceil(needed / SyntheticConfig.expressions_per_image),
-                             n_val_images=1, n_testA_images=1, n_testB_images=1, n_pretrain=0)
-    data_root, split_root = os.path.join(work_dir, "data"), os.path.join(work_dir, "splits")
-    generate(data_root, split_root, config)
-    train = load_split_file(split_path(split_root, DATASET, "train"))
-    if len(train) < needed:
-        raise SystemExit(f"--steps {args.steps} --batch_size {args.batch_size}: the synthetic world has only "
-                         f"{len(train)} train samples")
-    atomic_torch_save(train[:needed], split_path(split_root, DATASET, "train_pseudo"))
-    return {"data_root": data_root, "split_root": split_root}
-
-
 def run(args: argparse.Namespace, work_dir: str) -> Dict[str, Any]:
     device = resolve_device(args.device)
     threads = set_threads(args.threads)
     start = time.perf_counter()
-    world = _world(work_dir, args)
+    world = synthetic_world(work_dir, args.seed, args.image_size, "train", args.steps * args.batch_size,
+                            "train_pseudo", f"--steps {args.steps} --batch_size {args.batch_size}")
     generate_s = time.perf_counter() - start
     spec = model_spec(args.model, args.random_weights)
     project_args = shared_args(["--model", spec, "--imsize", str(args.imsize), "--dataset", DATASET,
@@ -95,10 +76,7 @@ def run(args: argparse.Namespace, work_dir: str) -> Dict[str, Any]:
     dataset = build_dataset("train_pseudo", project_args, train=True)
     loader = build_loader(dataset, project_args, train=True)
     torch.manual_seed(args.seed)
-    try:
-        model = build_model(project_args).to(device)
-    except (ValueError, RuntimeError) as exc:  # the message names the --model spec at fault
-        raise SystemExit(str(exc)) from exc
+    model = build_benchmark_model(project_args).to(device)
     trainable, total = count_parameters(model)
     optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], project_args, device)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and args.amp == "fp16" else None

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 import engine
-from benchmarks._common import (emit, environment, model_spec, non_negative_int, peak_memory, positive_int,
-                                rate_summary, reset_peak_memory, resolve_device, set_threads, shared_args,
-                                synthetic_batch, timed, to_device)
-from models import build_model, count_parameters
+from benchmarks._common import (build_benchmark_model, emit, environment, model_spec, non_negative_int, peak_memory,
+                                positive_int, rate_summary, reset_peak_memory, resolve_device, set_threads,
+                                shared_args, synthetic_batch, timed, to_device)
+from models import count_parameters
 from models.clip_vg import FAST, REFERENCE, CLIPVG, ExactPaths
 from train_clip_vg import build_optimizer
 
@@ -137,10 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                                 "--batch_size", str(args.batch_size), "--amp", args.amp])
     env = environment(device)
     torch.manual_seed(args.seed)
-    try:
-        core = build_model(project_args).to(device)
-    except (ValueError, RuntimeError) as exc:  # the message names the --model spec at fault
-        raise SystemExit(str(exc)) from exc
+    core = build_benchmark_model(project_args).to(device)
     trainable, total = count_parameters(core)
     params = [p for p in core.parameters() if p.requires_grad]
     model: nn.Module = core if args.paths == "fast" else WithPaths(core, PATHS[args.paths])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -27,13 +26,10 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 
 import torch
 
-from benchmarks._common import (emit_from_work_dir, environment, model_spec, positive_int, resolve_device,
-                                shared_args)
-from datasets.records import load_split_file, split_path
-from datasets.synthetic import DATASET, SyntheticConfig, generate
-from models import build_model
+from benchmarks._common import (build_benchmark_model, emit_from_work_dir, environment, model_spec, positive_int,
+                                resolve_device, shared_args, synthetic_world)
+from datasets.synthetic import DATASET
 from utils.checkpoint import save_checkpoint
-from utils.io import atomic_torch_save
 
 SCRIPTS = {"eval": "eval.py", "reliability": "eval_for_reliability_distribution.py"}
 
@@ -60,23 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _world_and_checkpoint(work_dir: str, args: argparse.Namespace, spec: str) -> Dict[str, str]:
     """The world (``val`` cut to ``--samples``) and an untrained model-only checkpoint of ``spec``."""
-    data_root, split_root = os.path.join(work_dir, "data"), os.path.join(work_dir, "splits")
-    config = SyntheticConfig(seed=args.seed, image_size=args.image_size, n_train_images=1,
-                             n_val_images=math.ceil(args.samples / SyntheticConfig.expressions_per_image),
-                             n_testA_images=1, n_testB_images=1, n_pretrain=0)
-    generate(data_root, split_root, config)
-    val = load_split_file(split_path(split_root, DATASET, "val"))
-    if len(val) < args.samples:
-        raise SystemExit(f"--samples {args.samples}: the synthetic world has only {len(val)} val samples")
-    atomic_torch_save(val[:args.samples], split_path(split_root, DATASET, "val"))
+    world = synthetic_world(work_dir, args.seed, args.image_size, "val", args.samples, "val",
+                            f"--samples {args.samples}")
     model_args = shared_args(["--model", spec, "--imsize", str(args.imsize), "--vl_dropout", "0"])
     torch.manual_seed(args.seed)
-    try:
-        model = build_model(model_args)
-    except (ValueError, RuntimeError) as exc:  # the message names the --model spec at fault
-        raise SystemExit(str(exc)) from exc
+    model = build_benchmark_model(model_args)
     checkpoint = save_checkpoint(os.path.join(work_dir, "model.pth"), model, None, None, 0, model_args, 0.0)
-    return {"data_root": data_root, "split_root": split_root, "checkpoint": checkpoint}
+    return {**world, "checkpoint": checkpoint}
 
 
 def _last_json_line(text: str) -> Dict[str, Any]:
