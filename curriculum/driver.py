@@ -66,7 +66,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delta", type=float, default=0.1, help="greedy search step (default 0.1)")
     p.add_argument("--start", type=float, default=0.5, help="greedy search start threshold hm (default 0.5)")
     p.add_argument("--launcher", default="python",
-                   help="command prefix of every run, e.g. 'torchrun --nproc_per_node=4' (default: this python)")
+                   help="command prefix of every run, e.g. 'torchrun --nproc_per_node=4', or 'inprocess' to call "
+                        "each script's main() inside the driver's process (no start-up cost per run, one process "
+                        "only) (default: this python)")
     p.add_argument("--train_script", default=DEFAULT_TRAIN_SCRIPT)
     p.add_argument("--score_script", default=DEFAULT_SCORE_SCRIPT)
     p.add_argument("--final_epochs", type=int, default=PUBLISHED_EPOCHS,

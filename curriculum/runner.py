@@ -1,4 +1,6 @@
-"""Launching training and scoring runs as subprocesses, resumably (the SSA / MSA drivers' only way to train).
+"""Launching training and scoring runs, resumably (the SSA / MSA drivers' only way to train): as subprocesses, or
+with the launcher spec ``"inprocess"`` by calling the script's ``main(argv)`` inside this process (no interpreter
+start-up and imports per run; one process, so no multi-process launcher).
 
 A run lives in its own folder ``run_dir``:
 - ``splits/{dataset}/``: the run's ``--split_root`` (its training or scored split written there, the dataset's
@@ -12,12 +14,16 @@ whose record says running (the driver was killed) but whose output is complete i
 still alive (pid and host in the record) is refused; otherwise the command is launched again, and training picks up
 its own last checkpoint through ``--resume auto``. A folder holding a different command or data, or files without a
 record, is moved aside to ``run_dir.stale-N``, never deleted.
-A failing command raises ``RunFailedError`` naming the log and quoting its last lines.
+A failing command raises ``RunFailedError`` naming the log and quoting its last lines; in-process, an exception
+or a non-zero ``SystemExit`` of the script counts as failing, as it would in a process of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
+import importlib.util
+import io
 import json
 import os
 import re
@@ -25,7 +31,11 @@ import shlex
 import socket
 import subprocess
 import sys
+import traceback
+from types import ModuleType
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import torch
 
 from curriculum.selection import prepare_split_root
 from utils.io import write_json
@@ -37,6 +47,8 @@ RUN_RECORD = "run.json"
 LAUNCH_LOG = "launch.log"
 _PROGRESS = re.compile(r"^\| (epoch|resumed)")
 _TAIL_LINES = 25
+INPROCESS = "inprocess"
+"""The launcher spec that runs a script's ``main(argv)`` in this process instead of a subprocess."""
 
 
 class RunFailedError(RuntimeError):
@@ -45,7 +57,8 @@ class RunFailedError(RuntimeError):
 
 def launcher_prefix(spec: Union[str, Sequence[str], None]) -> List[str]:
     """The launcher as an argv prefix: '' / None / 'python' -> this interpreter; 'torchrun --nproc_per_node=4'
-    -> as split by the shell; a leading 'python'/'python3' token is replaced by ``sys.executable``."""
+    -> as split by the shell; a leading 'python'/'python3' token is replaced by ``sys.executable``; 'inprocess'
+    -> ``['inprocess']`` (recorded in the command, run by calling the script's ``main``)."""
     tokens = shlex.split(spec) if isinstance(spec, str) else list(spec or [])
     if not tokens:
         return [sys.executable]
@@ -134,8 +147,66 @@ def _set_aside(run_dir: str, why: str) -> str:
     return target
 
 
+class _LineTee(io.TextIOBase):
+    """A text stream passing each complete line written to it (UTF-8, newline included) to ``emit``; closing it
+    passes on an unfinished last line."""
+
+    encoding = "utf-8"
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        super().__init__()
+        self._emit = emit
+        self._pending: List[str] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, rest = text.split("\n")
+        for line in lines:
+            self._emit(("".join(self._pending) + line + "\n").encode(errors="replace"))
+            self._pending = []
+        self._pending.append(rest)
+        return len(text)
+
+    def close(self) -> None:
+        if not self.closed and "".join(self._pending):
+            self._emit("".join(self._pending).encode(errors="replace"))
+        self._pending = []
+        super().close()
+
+
+def _load_script(path: str) -> ModuleType:
+    """The script at ``path`` as a module named after its file (imported once, then reused from ``sys.modules``)."""
+    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
+    previous = sys.modules.get(name)
+    if previous is not None and getattr(previous, "__file__", None) == path:
+        return previous
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:  # no half-imported module left behind
+        sys.modules.pop(name)
+        if previous is not None:
+            sys.modules[name] = previous
+        raise
+    return module
+
+
+def _exit_status(code: Any) -> int:
+    """The exit status of a process ending with ``SystemExit(code)`` (a message is printed to stderr, status 1)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
 class _Launcher:
-    """Shared subprocess handling of the training and scoring launchers."""
+    """Shared launching, record and log handling of the training and scoring launchers."""
 
     def __init__(self, script: str, launcher: Union[str, Sequence[str], None] = None,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress") -> None:
@@ -149,31 +220,63 @@ class _Launcher:
         self.cwd = cwd
         self.echo = echo
 
-    def _stream(self, command: List[str], log_path: str, tag: str, attempt: int,
-                on_start: Callable[[int], None]) -> int:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "ab") as log:
-            log.write(f"=== {_now()} attempt {attempt}: {shlex.join(command)}\n".encode())
+    def _attempt(self, command: List[str], log_path: str, tag: str, attempt: int,
+                 on_start: Callable[[int], None]) -> int:
+        """Run ``command`` once: a header line, then everything it prints, appended to ``log_path``; its progress
+        lines (every line with ``echo='all'``) echoed to the console. Returns its exit status."""
+        console = sys.stdout
+
+        def emit(raw: bytes) -> None:
+            log.write(raw)
             log.flush()
-            proc = subprocess.Popen(command, cwd=self.cwd, env=env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
-            try:
-                on_start(proc.pid)
-                for raw in iter(proc.stdout.readline, b""):
-                    log.write(raw)
-                    log.flush()
-                    line = raw.decode(errors="replace").rstrip("\n").split("\r")[-1]
-                    if self.echo == "all" or (self.echo == "progress" and _PROGRESS.match(line)):
-                        print(f"[{tag}] {line}", flush=True)
-                return proc.wait()
-            finally:
-                if proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait()
+            line = raw.decode(errors="replace").rstrip("\n").split("\r")[-1]
+            if self.echo == "all" or (self.echo == "progress" and _PROGRESS.match(line)):
+                print(f"[{tag}] {line}", file=console, flush=True)
+
+        with open(log_path, "ab") as log:
+            emit(f"=== {_now()} attempt {attempt}: {shlex.join(command)}\n".encode())
+            if self.prefix == [INPROCESS]:
+                on_start(os.getpid())
+                return self._call_main(command[len(self.prefix) + 1:], emit)
+            return self._spawn(command, emit, on_start)
+
+    def _spawn(self, command: List[str], emit: Callable[[bytes], None], on_start: Callable[[int], None]) -> int:
+        """Run ``command`` as a subprocess in ``cwd``, each line of its stdout and stderr to ``emit``; its exit
+        status. The process is stopped if this one is interrupted."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            on_start(proc.pid)
+            for raw in iter(proc.stdout.readline, b""):
+                emit(raw)
+            return proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+    def _call_main(self, argv: List[str], emit: Callable[[bytes], None]) -> int:
+        """Call the script's ``main(argv)`` in this process, in ``cwd``, its stdout and stderr going line by line to
+        ``emit``; returns the exit status a process of its own would have (``SystemExit``'s code; 1 after printing
+        the traceback of an exception). Streams, working folder and torch's thread count are restored afterwards."""
+        threads = torch.get_num_threads()
+        try:
+            with contextlib.closing(_LineTee(emit)) as tee, contextlib.redirect_stdout(tee), \
+                    contextlib.redirect_stderr(tee), contextlib.chdir(self.cwd):
+                try:
+                    _load_script(self.script).main(argv)
+                except SystemExit as exc:
+                    return _exit_status(exc.code)
+                except Exception:
+                    traceback.print_exc()
+                    return 1
+            return 0
+        finally:
+            torch.set_num_threads(threads)
 
     def _execute(self, run_dir: str, command: List[str], fingerprint: str, tag: str,
                  prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]]) -> Dict[str, Any]:
@@ -209,7 +312,7 @@ class _Launcher:
             record.update(pid=pid, host=socket.gethostname())
             write_json(record_path, record)
 
-        rc = self._stream(command, log_path, tag, attempts, started)
+        rc = self._attempt(command, log_path, tag, attempts, started)
         if rc != 0:
             raise RunFailedError(f"{tag}: command failed with exit code {rc}; full log: {log_path}\n"
                                  f"--- last lines ---\n{_tail(log_path)}")

@@ -3,8 +3,10 @@
 The stub trainer reads its training split and validation split, "trains" for --epochs epochs and writes the files
 train_clip_vg.py writes (log.txt with the arguments line then one JSON line per epoch, checkpoint.pth,
 best_checkpoint.pth, result.json). Its accuracy is a known function of the training set: 0.1 + (clean - 1.5 *
-noisy) / 1000 at the last epoch. The stub scorer writes the per-sample JSON lines (reliability = the score stored
-in each sample, times 0.8 for a measurer trained on another source) and a summary. Every launch is appended to a
+noisy) / 1000 at the last epoch. STUB_FAIL makes it exit 3 ("1"), raise ("raise") or be interrupted after epoch 0
+("interrupt"); STUB_THREADS makes it set torch's thread count. The stub scorer writes the per-sample JSON lines
+(reliability = the score stored in each sample, times 0.8 for a measurer trained on another source) and a summary.
+Both stubs expose ``main(argv)``, so they also run with the in-process launcher. Every launch is appended to a
 calls file, so the tests can prove that no finished run is ever repeated.
 """
 import contextlib
@@ -37,44 +39,57 @@ def load(path):
     with zipfile.ZipFile(path) as z:
         return pickle.loads(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))
 
-p = argparse.ArgumentParser()
-for flag in ("--dataset", "--data_root", "--split_root", "--output_dir", "--resume", "--sup_type"):
-    p.add_argument(flag, default="")
-p.add_argument("--epochs", type=int, default=90)
-args, rest = p.parse_known_args()
-if os.environ.get("STUB_FAIL"):
-    print("boom: the stub was told to fail", file=sys.stderr)
-    sys.exit(3)
-split = "train" if args.sup_type == "full" else "train_pseudo"
-samples = load(os.path.join(args.split_root, args.dataset, f"{args.dataset}_{split}.pth"))
-load(os.path.join(args.split_root, args.dataset, f"{args.dataset}_val.pth"))
-clean = sum("clean" in s[0] for s in samples)
-accuracy = 0.1 + (clean - 1.5 * (len(samples) - clean)) / 1000.0
-out = args.output_dir
-os.makedirs(out, exist_ok=True)
-ckpt = os.path.join(out, "checkpoint.pth")
-start = json.load(open(ckpt))["epoch"] + 1 if args.resume == "auto" and os.path.exists(ckpt) else 0
-calls = os.environ["STUB_CALLS"]
-n_calls = sum(1 for _ in open(calls)) if os.path.exists(calls) else 0
-with open(calls, "a") as fh:
-    fh.write(json.dumps({"script": "train", "output_dir": out, "start_epoch": start, "split": split,
-                         "n": len(samples), "extra": rest}) + "\n")
-log = os.path.join(out, "log.txt")
-if start == 0:
-    open(log, "w").write(repr(vars(args)) + "\n")
-sources = sorted({s[0].split("_")[0] for s in samples})
-for epoch in range(start, args.epochs):
-    val = round(accuracy - 0.01 * (args.epochs - 1 - epoch), 6)
-    json.dump({"epoch": epoch}, open(ckpt, "w"))
-    best = os.path.join(out, "best_checkpoint.pth")
-    json.dump({"epoch": epoch, "val_accu": val, "sources": sources}, open(best, "w"))
-    with open(log, "a") as fh:
-        fh.write(json.dumps({"epoch": epoch, "val_accu": val, "val_miou": val / 2}) + "\n")
-    print(f"| epoch {epoch}: val accuracy {val:.4f}", flush=True)
-    if os.environ.get("STUB_HANG_AT") == str(n_calls) and epoch == 0:
-        open(os.environ["STUB_HANG_MARKER"], "w").write(out)
-        time.sleep(600)
-json.dump({"best_val_accu": accuracy}, open(os.path.join(out, "result.json"), "w"))
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    for flag in ("--dataset", "--data_root", "--split_root", "--output_dir", "--resume", "--sup_type"):
+        p.add_argument(flag, default="")
+    p.add_argument("--epochs", type=int, default=90)
+    args, rest = p.parse_known_args(argv)
+    fail = os.environ.get("STUB_FAIL", "")
+    if os.environ.get("STUB_THREADS"):
+        import torch
+        torch.set_num_threads(int(os.environ["STUB_THREADS"]))
+    if fail in ("1", "raise"):
+        print("boom: the stub was told to fail", file=sys.stderr)
+        if fail == "raise":
+            raise ValueError("the stub raised")
+        sys.exit(3)
+    split = "train" if args.sup_type == "full" else "train_pseudo"
+    samples = load(os.path.join(args.split_root, args.dataset, f"{args.dataset}_{split}.pth"))
+    load(os.path.join(args.split_root, args.dataset, f"{args.dataset}_val.pth"))
+    clean = sum("clean" in s[0] for s in samples)
+    accuracy = 0.1 + (clean - 1.5 * (len(samples) - clean)) / 1000.0
+    out = args.output_dir
+    os.makedirs(out, exist_ok=True)
+    ckpt = os.path.join(out, "checkpoint.pth")
+    start = json.load(open(ckpt))["epoch"] + 1 if args.resume == "auto" and os.path.exists(ckpt) else 0
+    calls = os.environ["STUB_CALLS"]
+    n_calls = sum(1 for _ in open(calls)) if os.path.exists(calls) else 0
+    with open(calls, "a") as fh:
+        fh.write(json.dumps({"script": "train", "output_dir": out, "start_epoch": start, "split": split,
+                             "n": len(samples), "extra": rest}) + "\n")
+    log = os.path.join(out, "log.txt")
+    if start == 0:
+        open(log, "w").write(repr(vars(args)) + "\n")
+    sources = sorted({s[0].split("_")[0] for s in samples})
+    for epoch in range(start, args.epochs):
+        val = round(accuracy - 0.01 * (args.epochs - 1 - epoch), 6)
+        json.dump({"epoch": epoch}, open(ckpt, "w"))
+        best = os.path.join(out, "best_checkpoint.pth")
+        json.dump({"epoch": epoch, "val_accu": val, "sources": sources}, open(best, "w"))
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"epoch": epoch, "val_accu": val, "val_miou": val / 2}) + "\n")
+        print(f"| epoch {epoch}: val accuracy {val:.4f}", flush=True)
+        if fail == "interrupt" and epoch == 0:
+            raise KeyboardInterrupt
+        if os.environ.get("STUB_HANG_AT") == str(n_calls) and epoch == 0:
+            open(os.environ["STUB_HANG_MARKER"], "w").write(out)
+            time.sleep(600)
+    json.dump({"best_val_accu": accuracy}, open(os.path.join(out, "result.json"), "w"))
+
+
+if __name__ == "__main__":
+    main()
 '''
 
 STUB_SCORE = r'''
@@ -84,24 +99,29 @@ def load(path):
     with zipfile.ZipFile(path) as z:
         return pickle.loads(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))
 
-p = argparse.ArgumentParser()
-for flag in ("--eval_model", "--dataset", "--eval_set", "--data_root", "--split_root", "--output_dir"):
-    p.add_argument(flag, default="")
-args, rest = p.parse_known_args()
-samples = load(os.path.join(args.split_root, args.dataset, f"{args.dataset}_{args.eval_set}.pth"))
-measurer = json.load(open(args.eval_model))
-with open(os.environ["STUB_CALLS"], "a") as fh:
-    fh.write(json.dumps({"script": "score", "output_dir": args.output_dir, "extra": rest}) + "\n")
-os.makedirs(args.output_dir, exist_ok=True)
-stem = os.path.join(args.output_dir, f"{args.dataset}_{args.eval_set}_reliability")
-rows = []
-for i, s in enumerate(samples):
-    base = float(s[1][2:])
-    r = base if s[0].split("_")[0] in measurer["sources"] else round(base * 0.8, 6)
-    rows.append({"index": i, "image": s[0], "query": s[3], "target_xyxy": [0, 0, 1, 1],
-                 "pred_xyxy": [0, 0, 1, 1], "iou": r})
-open(stem + ".jsonl", "w").write("".join(json.dumps(r) + "\n" for r in rows))
-json.dump({"n": len(rows), "mean": sum(r["iou"] for r in rows) / len(rows)}, open(stem + "_summary.json", "w"))
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    for flag in ("--eval_model", "--dataset", "--eval_set", "--data_root", "--split_root", "--output_dir"):
+        p.add_argument(flag, default="")
+    args, rest = p.parse_known_args(argv)
+    samples = load(os.path.join(args.split_root, args.dataset, f"{args.dataset}_{args.eval_set}.pth"))
+    measurer = json.load(open(args.eval_model))
+    with open(os.environ["STUB_CALLS"], "a") as fh:
+        fh.write(json.dumps({"script": "score", "output_dir": args.output_dir, "extra": rest}) + "\n")
+    os.makedirs(args.output_dir, exist_ok=True)
+    stem = os.path.join(args.output_dir, f"{args.dataset}_{args.eval_set}_reliability")
+    rows = []
+    for i, s in enumerate(samples):
+        base = float(s[1][2:])
+        r = base if s[0].split("_")[0] in measurer["sources"] else round(base * 0.8, 6)
+        rows.append({"index": i, "image": s[0], "query": s[3], "target_xyxy": [0, 0, 1, 1],
+                     "pred_xyxy": [0, 0, 1, 1], "iou": r})
+    open(stem + ".jsonl", "w").write("".join(json.dumps(r) + "\n" for r in rows))
+    json.dump({"n": len(rows), "mean": sum(r["iou"] for r in rows) / len(rows)}, open(stem + "_summary.json", "w"))
+
+
+if __name__ == "__main__":
+    main()
 '''
 
 
@@ -140,6 +160,7 @@ def world(tmp_path, monkeypatch):
     monkeypatch.setenv("STUB_CALLS", str(tmp_path / "calls.jsonl"))
     monkeypatch.delenv("STUB_HANG_AT", raising=False)
     monkeypatch.delenv("STUB_FAIL", raising=False)
+    monkeypatch.delenv("STUB_THREADS", raising=False)
     return tmp_path
 
 
@@ -155,10 +176,10 @@ def launches_per_run(world):
     return counts
 
 
-def common_argv(world, work, *driver_args, train_args=("--batch_size", "4", "--lr", "0.001")):
+def common_argv(world, work, *driver_args, train_args=("--batch_size", "4", "--lr", "0.001"), launcher="python"):
     return ["--dataset", "unc", "--data_root", str(world / "images"), "--split_root", str(world / "splits"),
             "--work_dir", str(world / work), "--train_script", str(world / "stub_train.py"),
-            "--score_script", str(world / "stub_score.py"), "--final_epochs", "2", "--launcher", "python",
+            "--score_script", str(world / "stub_score.py"), "--final_epochs", "2", "--launcher", launcher,
             *driver_args, "--", *train_args]
 
 
@@ -188,13 +209,15 @@ def test_launcher_prefix():
         sys.executable, "-m", "torch.distributed.run"]
 
 
-def test_runner_reuses_adopts_and_sets_aside(world):
-    launcher = TrainLauncher("python", str(world / "stub_train.py"), ["--batch_size", "4"], echo="none")
+@pytest.mark.parametrize("spec", ["python", "inprocess"])
+def test_runner_reuses_adopts_and_sets_aside(world, spec):
+    launcher = TrainLauncher(spec, str(world / "stub_train.py"), ["--batch_size", "4"], echo="none")
     samples = make_source("pseudo", 20, 9, "left red car")
     run_dir = world / "runs" / "one"
     first = launcher.run(str(run_dir), "unc", "img", str(world / "splits"), samples, epochs=2)
     assert not first["reused"] and first["result"]["val_accu"] == pytest.approx(stub_accuracy(samples))
     assert first["result"]["best_epoch"] == 1 and first["command"][-2:] == ["--resume", "auto"]
+    assert first["command"][:2] == [*launcher_prefix(spec), str(world / "stub_train.py")]
     again = launcher.run(str(run_dir), "unc", "img", str(world / "splits"), samples, epochs=2)
     assert again["reused"] and len(calls(world)) == 1
     os.remove(run_dir / "run.json")  # killed after the run finished, before it was recorded: moved aside, rerun
@@ -211,14 +234,53 @@ def test_runner_reuses_adopts_and_sets_aside(world):
     assert (world / "runs" / "one.stale-2").is_dir() and len(calls(world)) == 3
 
 
-def test_runner_failure_names_the_log(world, monkeypatch):
+@pytest.mark.parametrize("spec", ["python", "inprocess"])
+def test_runner_failure_names_the_log(world, monkeypatch, spec):
     monkeypatch.setenv("STUB_FAIL", "1")
-    launcher = TrainLauncher("python", str(world / "stub_train.py"), echo="none")
+    launcher = TrainLauncher(spec, str(world / "stub_train.py"), echo="none")
     with pytest.raises(RunFailedError) as info:
         launcher.run(str(world / "runs" / "bad"), "unc", "img", str(world / "splits"),
                      make_source("p", 3, 0, "x"), epochs=1)
     assert "exit code 3" in str(info.value) and str(world / "runs" / "bad" / "launch.log") in str(info.value)
     assert "boom" in str(info.value)
+
+
+@pytest.mark.parametrize("fail", ["", "raise"])
+def test_inprocess_runner_logs_echoes_and_restores_the_process_state(world, monkeypatch, capsys, fail):
+    threads, streams, cwd = torch.get_num_threads(), (sys.stdout, sys.stderr), os.getcwd()
+    monkeypatch.setenv("STUB_FAIL", fail)
+    monkeypatch.setenv("STUB_THREADS", str(threads + 1))
+    launcher = TrainLauncher("inprocess", str(world / "stub_train.py"), cwd=str(world))
+    run_dir = world / "runs" / "inproc"
+    with pytest.raises(RunFailedError) if fail else contextlib.nullcontext() as info:
+        launcher.run(str(run_dir), "unc", "img", str(world / "splits"), make_source("p", 6, 0, "x"), epochs=2)
+    assert torch.get_num_threads() == threads and (sys.stdout, sys.stderr) == streams
+    assert os.getcwd() == cwd
+    log = (run_dir / "launch.log").read_text()
+    assert log.startswith("=== ") and f"attempt 1: inprocess {world / 'stub_train.py'} --dataset unc" in log
+    record = json.load(open(run_dir / "run.json"))
+    assert record["pid"] == os.getpid() and record["command"][0] == "inprocess"
+    if fail:  # stderr, then the traceback, in the log and quoted, as a failing subprocess would show them
+        assert "exit code 1" in str(info.value) and str(run_dir / "launch.log") in str(info.value)
+        assert "boom: the stub was told to fail" in log and "ValueError: the stub raised" in str(info.value)
+        assert record["status"] == "running"
+    else:  # stdout in the log, progress lines echoed with the run's tag
+        assert "| epoch 0: val accuracy" in log and record["status"] == "done"
+        assert "[inproc] | epoch 1: val accuracy" in capsys.readouterr().out
+
+
+def test_inprocess_runner_resumes_an_interrupted_attempt(world, monkeypatch):
+    launcher = TrainLauncher("inprocess", str(world / "stub_train.py"), echo="none")
+    run_dir, samples = world / "runs" / "cut", make_source("p", 6, 0, "x")
+    monkeypatch.setenv("STUB_FAIL", "interrupt")
+    with pytest.raises(KeyboardInterrupt):  # the driver is interrupted: the run is left running, not failed
+        launcher.run(str(run_dir), "unc", "img", str(world / "splits"), samples, epochs=2)
+    assert json.load(open(run_dir / "run.json"))["status"] == "running"
+    monkeypatch.delenv("STUB_FAIL")
+    record = launcher.run(str(run_dir), "unc", "img", str(world / "splits"), samples, epochs=2)
+    assert record["attempts"] == 2 and record["result"]["epochs_logged"] == 2
+    assert [c["start_epoch"] for c in calls(world)] == [0, 1]  # --resume auto: from its own checkpoint
+    assert (run_dir / "launch.log").read_text().count("=== ") == 2
 
 
 # ---------------------------------------------------------------------------------------------------- SSA
@@ -231,8 +293,9 @@ def expected_ssa(world, delta=0.1):
     return found, select(source, r, found.h_star)
 
 
-def test_ssa_end_to_end(world, capsys):
-    result = ssa.main(common_argv(world, "ssa"))
+@pytest.mark.parametrize("launcher", ["python", "inprocess"])
+def test_ssa_end_to_end(world, capsys, launcher):
+    result = ssa.main(common_argv(world, "ssa", launcher=launcher))
     found, chosen = expected_ssa(world)
     assert result["h_star"] == pytest.approx(found.h_star)
     assert result["final_val_accu"] == pytest.approx(found.accuracy)
@@ -260,7 +323,7 @@ def test_ssa_end_to_end(world, capsys):
     assert json.load(open(world / "ssa" / "ssa_candidates.json")) == json.loads(json.dumps(result["candidates"]))
     assert "| epoch 1:" in capsys.readouterr().out  # progress is shown
     # a second invocation is a no-op
-    assert comparable(ssa.main(common_argv(world, "ssa"))) == comparable(result)
+    assert comparable(ssa.main(common_argv(world, "ssa", launcher=launcher))) == comparable(result)
     assert len(calls(world)) == 2 + len(found.evaluations)
 
 
@@ -438,8 +501,9 @@ def expected_msa(world, specific_only=False):
     return order, steps, chosen
 
 
-def test_msa_end_to_end(world):
-    result = msa.main(common_argv(world, "msa", "--sources", msa_sources(world)))
+@pytest.mark.parametrize("launcher", ["python", "inprocess"])
+def test_msa_end_to_end(world, launcher):
+    result = msa.main(common_argv(world, "msa", "--sources", msa_sources(world), launcher=launcher))
     order, steps, chosen = expected_msa(world)
     assert result["order"] == order  # by mean entities: 1 (left red car) < 2 < 4
     assert result["mean_entities"] == {"template": 1.0, "relation": 2.0, "caption": 4.0}
@@ -463,7 +527,8 @@ def test_msa_end_to_end(world):
     assert "## Reliability matrix" in report and report.count("**chosen**") == 3
     n_candidates = len(json.load(open(world / "msa" / "msa_candidates.json")))
     assert len([k for k in launches if "step" in k]) == n_candidates
-    assert msa.main(common_argv(world, "msa", "--sources", msa_sources(world)))["steps"] == result["steps"]
+    assert msa.main(common_argv(world, "msa", "--sources", msa_sources(world),
+                                launcher=launcher))["steps"] == result["steps"]
     assert len(calls(world)) == sum(launches.values())  # the rerun launched nothing
 
 

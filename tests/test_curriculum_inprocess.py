@@ -1,0 +1,68 @@
+"""The runner's in-process launcher with the real train_clip_vg.py on a tiny synthetic world (tiny CLIP, CPU): the
+same run as a subprocess, reuse without calling ``main`` again, and a command-line error as a ``RunFailedError``."""
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+import curriculum.runner as runner
+from curriculum.runner import RunFailedError, TrainLauncher, read_epoch_log
+from helpers_world import make_world
+
+RESULT_KEYS = ("val_accu", "val_miou", "best_epoch", "epochs", "epochs_logged")
+EPOCH_KEYS = ("epoch", "train_loss", "train_l1", "train_giou", "lr", "val_accu", "val_miou", "best_val_accu")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    world = make_world(str(tmp_path_factory.mktemp("world")))
+    world["samples"] = torch.load(os.path.join(world["splits"], "synthetic", "synthetic_train_pseudo.pth"),
+                                  weights_only=True)
+    world["args"] = ["--model", world["clip"], "--imsize", "64", "--device", "cpu", "--num_workers", "0",
+                     "--vl_dropout", "0", "--lr", "1e-3", "--batch_size", "8"]
+    return world
+
+
+def train(world, spec, run_dir, *extra):
+    launcher = TrainLauncher(spec, common_args=[*world["args"], *extra], echo="none")
+    return launcher.run(str(run_dir), "synthetic", world["data"], world["splits"], world["samples"], epochs=2)
+
+
+def epoch_rows(run):
+    """The per-epoch losses, learning rate and accuracies of a training run's log.txt (no timings)."""
+    return [{k: row[k] for k in EPOCH_KEYS} for row in read_epoch_log(run["result"]["log_txt"])]
+
+
+def test_inprocess_training_run_matches_the_subprocess_run_and_is_reused(world, tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    sub = train(world, "python", tmp_path / "sub")
+    inproc = train(world, "inprocess", tmp_path / "inproc")
+    assert torch.get_num_threads() == threads
+    assert inproc["command"][0] == "inprocess" and inproc["command"][1:2] == sub["command"][1:2]
+    assert inproc["pid"] == os.getpid() != sub["pid"] and not inproc["reused"]
+    assert {k: inproc["result"][k] for k in RESULT_KEYS} == {k: sub["result"][k] for k in RESULT_KEYS}
+    assert len(epoch_rows(sub)) == 2 and epoch_rows(inproc) == epoch_rows(sub)  # seeded: equal losses, accuracies
+    for run in (sub, inproc):  # the script's own output, after the attempt header
+        log = open(run["log"]).read()
+        assert log.startswith("=== ") and "| epoch 1: loss" in log
+
+    def not_again(path):
+        raise AssertionError(f"{path} was imported and run again")
+
+    monkeypatch.setattr(runner, "_load_script", not_again)
+    again = train(world, "inprocess", tmp_path / "inproc")
+    assert again["reused"] and again["result"] == inproc["result"]
+    assert json.load(open(tmp_path / "inproc" / "run.json"))["attempts"] == 1
+
+
+def test_inprocess_command_line_error_is_a_run_failure(world, tmp_path):
+    streams = (sys.stdout, sys.stderr)
+    with pytest.raises(RunFailedError) as info:
+        train(world, "inprocess", tmp_path / "bad", "--no_such_flag")
+    assert (sys.stdout, sys.stderr) == streams
+    message, log = str(info.value), str(tmp_path / "bad" / "launch.log")
+    assert "command failed with exit code 2" in message and f"full log: {log}" in message
+    assert "error: unrecognized arguments: --no_such_flag" in message
+    assert "unrecognized arguments: --no_such_flag" in open(log).read()
