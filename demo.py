@@ -40,6 +40,9 @@ from utils.io import atomic_write_text, write_json
 
 SPLITS = ("val", "testA", "testB")
 SOURCES = ("template", "relation", "caption")
+LAUNCHER = "inprocess"
+"""Every run is a call of its script's ``main`` in this process (no interpreter start-up per run), and identical runs
+(e.g. SSA's candidate on all labels and the baseline, MSA's first step and SSA) are trained once (``--run_cache``)."""
 
 
 @dataclass
@@ -98,6 +101,7 @@ class Demo:
         self.clip_path = os.path.join(self.out, "clip", "tiny_clip.pt")
         self.pseudo_dir = os.path.join(self.out, "pseudo")
         self.runs = os.path.join(self.out, "runs")
+        self.run_cache = os.path.join(self.out, "run_cache")
         os.makedirs(self.out, exist_ok=True)
 
     # -------------------------------------------------------------------------------------------- shared
@@ -108,7 +112,7 @@ class Demo:
 
     def driver_args(self, work_dir: str) -> List[str]:
         args = ["--dataset", "synthetic", "--data_root", self.data_root, "--split_root", self.split_root,
-                "--work_dir", work_dir, "--delta", str(self.config.delta), "--start", str(self.config.start),
+                "--work_dir", work_dir, "--launcher", LAUNCHER, "--run_cache", self.run_cache, "--delta", str(self.config.delta), "--start", str(self.config.start),
                 "--final_epochs", str(self.config.epochs)]
         if self.config.min_samples is not None:
             args += ["--min_samples", str(self.config.min_samples)]
@@ -172,7 +176,7 @@ class Demo:
 
     def _train(self, name: str, samples: Sequence[Any], epochs: int, extra: Sequence[str] = (),
                train_split: str = "train_pseudo") -> Dict[str, Any]:
-        launcher = TrainLauncher("python", common_args=[*self.train_args(), *extra])
+        launcher = TrainLauncher(LAUNCHER, common_args=[*self.train_args(), *extra], run_cache=self.run_cache)
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
                               samples, epochs, train_split=train_split, tag=name)
         result = record["result"]

@@ -69,6 +69,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="command prefix of every run, e.g. 'torchrun --nproc_per_node=4', or 'inprocess' to call "
                         "each script's main() inside the driver's process (no start-up cost per run, one process "
                         "only) (default: this python)")
+    p.add_argument("--run_cache",
+                   help="a folder shared with other drivers and runs: a run identical to one finished before (same "
+                        "command apart from its folder, same data) is reused instead of trained again")
     p.add_argument("--train_script", default=DEFAULT_TRAIN_SCRIPT)
     p.add_argument("--score_script", default=DEFAULT_SCORE_SCRIPT)
     p.add_argument("--final_epochs", type=int, default=PUBLISHED_EPOCHS,
@@ -121,9 +124,9 @@ def common_options(args: argparse.Namespace, train_args: Sequence[str]) -> Dict[
 def make_launchers(args: argparse.Namespace, train_args: Sequence[str]) -> Tuple[TrainLauncher, ScoreLauncher]:
     """The training and scoring launchers (scoring gets the training arguments, then ``--score_args``)."""
     echo = "all" if args.verbose else "progress"
-    train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo)
+    train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo, run_cache=args.run_cache)
     score = ScoreLauncher(args.launcher, args.score_script, [*train_args, *shlex.split(args.score_args)],
-                          echo=echo)
+                          echo=echo, run_cache=args.run_cache)
     return train, score
 
 

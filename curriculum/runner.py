@@ -14,6 +14,9 @@ whose record says running (the driver was killed) but whose output is complete i
 still alive (pid and host in the record) is refused; otherwise the command is launched again, and training picks up
 its own last checkpoint through ``--resume auto``. A folder holding a different command or data, or files without a
 record, is moved aside to ``run_dir.stale-N``, never deleted.
+With a ``run_cache`` folder shared by several launchers (the drivers' ``--run_cache``), a run identical to one
+already finished elsewhere (same command apart from its folder, same training or scored samples, same other split
+files, same measurer) is not run again: its record is returned with ``reused_from`` naming the folder that holds it.
 A failing command raises ``RunFailedError`` naming the log and quoting its last lines; in-process, an exception
 or a non-zero ``SystemExit`` of the script counts as failing, as it would in a process of its own.
 """
@@ -44,6 +47,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_TRAIN_SCRIPT = os.path.join(REPO_ROOT, "train_clip_vg.py")
 DEFAULT_SCORE_SCRIPT = os.path.join(REPO_ROOT, "eval_for_reliability_distribution.py")
 RUN_RECORD = "run.json"
+RUN_CACHE_INDEX = "run_index.json"
 LAUNCH_LOG = "launch.log"
 _PROGRESS = re.compile(r"^\| (epoch|resumed)")
 _TAIL_LINES = 25
@@ -205,11 +209,57 @@ def _exit_status(code: Any) -> int:
     return 1
 
 
+def split_files_fingerprint(split_root: str, dataset: str, exclude: str) -> str:
+    """SHA-1 over the contents of ``{split_root}/{dataset}/{dataset}_*.pth`` except split ``exclude`` (what a run
+    links from ``split_root`` besides its own data: validation and test splits)."""
+    folder = os.path.join(split_root, dataset)
+    digest = hashlib.sha1()
+    for name in sorted(os.listdir(folder)):
+        if name.startswith(f"{dataset}_") and name.endswith(".pth") and name != f"{dataset}_{exclude}.pth":
+            digest.update(f"{name}:{file_fingerprint(os.path.join(folder, name))};".encode())
+    return digest.hexdigest()
+
+
+class RunCache:
+    """An index ``{folder}/run_index.json`` from a run's identity (its command with its own folder left out, and its
+    data fingerprint) to the folder of a finished run with that identity."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = os.path.abspath(folder)
+        self.index_path = os.path.join(self.folder, RUN_CACHE_INDEX)
+
+    @staticmethod
+    def key(run_dir: str, command: Sequence[str], fingerprint: str) -> str:
+        """The identity of a run: SHA-1 of its command (``run_dir`` replaced by a placeholder) and fingerprint."""
+        generic = [arg.replace(run_dir, "<run_dir>") for arg in command]
+        return hashlib.sha1(json.dumps([generic, fingerprint]).encode()).hexdigest()
+
+    def _index(self) -> Dict[str, str]:
+        if not os.path.isfile(self.index_path):
+            return {}
+        with open(self.index_path) as fh:
+            return json.load(fh)
+
+    def lookup(self, key: str) -> Optional[Dict[str, Any]]:
+        """The record of a finished run with identity ``key`` whose output still exists, or None."""
+        run_dir = self._index().get(key)
+        record = _read_record(run_dir) if run_dir else None
+        if record is None or record.get("status") != "done" or not os.path.isdir(record.get("output_dir", "")):
+            return None
+        return record
+
+    def add(self, key: str, run_dir: str) -> None:
+        """Remember that ``run_dir`` holds the finished run ``key``."""
+        os.makedirs(self.folder, exist_ok=True)
+        write_json(self.index_path, {**self._index(), key: run_dir})
+
+
 class _Launcher:
     """Shared launching, record and log handling of the training and scoring launchers."""
 
     def __init__(self, script: str, launcher: Union[str, Sequence[str], None] = None,
-                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress") -> None:
+                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
+                 run_cache: Optional[str] = None) -> None:
         if echo not in ("progress", "all", "none"):
             raise ValueError(f"echo={echo!r}: expected 'progress', 'all' or 'none'")
         self.prefix = launcher_prefix(launcher)
@@ -219,6 +269,7 @@ class _Launcher:
         self.common_args = [str(a) for a in common_args]
         self.cwd = cwd
         self.echo = echo
+        self.run_cache = RunCache(run_cache) if run_cache else None
 
     def _attempt(self, command: List[str], log_path: str, tag: str, attempt: int,
                  on_start: Callable[[int], None]) -> int:
@@ -278,8 +329,27 @@ class _Launcher:
         finally:
             torch.set_num_threads(threads)
 
+    def _context(self, fingerprint: str, split_root: str, dataset: str, own_split: str) -> Optional[str]:
+        """With a run cache: ``fingerprint`` combined with the contents of the split files the run links."""
+        if self.run_cache is None:
+            return None
+        return hashlib.sha1(f"{fingerprint}:{split_files_fingerprint(split_root, dataset, own_split)}".encode()
+                            ).hexdigest()
+
     def _execute(self, run_dir: str, command: List[str], fingerprint: str, tag: str,
-                 prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+                 prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]],
+                 cache_fingerprint: Optional[str] = None) -> Dict[str, Any]:
+        """Run ``command`` in ``run_dir`` unless finished there (or, with a run cache, elsewhere); ``fingerprint``
+        identifies the run's data, ``cache_fingerprint`` (default ``fingerprint``) everything else it reads."""
+        key = RunCache.key(run_dir, command, cache_fingerprint or fingerprint) if self.run_cache else None
+        record = self._execute_here(run_dir, command, fingerprint, tag, prepare, collect, key)
+        if self.run_cache is not None and not record.get("reused_from"):
+            self.run_cache.add(key, record["run_dir"])
+        return record
+
+    def _execute_here(self, run_dir: str, command: List[str], fingerprint: str, tag: str,
+                      prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]],
+                      key: Optional[str]) -> Dict[str, Any]:
         record = _read_record(run_dir)
         if record is not None and (record.get("command") != command or record.get("fingerprint") != fingerprint):
             _set_aside(run_dir, "holds a run of another command or other data")
@@ -288,6 +358,10 @@ class _Launcher:
             _set_aside(run_dir, "holds files without a run record")
         if record is not None and record.get("status") == "done":
             return {**record, "reused": True}
+        cached = self.run_cache.lookup(key) if key else None
+        if cached is not None and record is None:
+            print(f"[{tag}] identical to the finished run in {cached['run_dir']}: reused", flush=True)
+            return {**cached, "reused": True, "reused_from": cached["run_dir"]}
         record_path = os.path.join(run_dir, RUN_RECORD)
         if record is not None:
             result = collect()
@@ -358,8 +432,9 @@ class TrainLauncher(_Launcher):
     """Launches ``train_clip_vg.py`` (or a compatible script) on a given training sample list."""
 
     def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_TRAIN_SCRIPT,
-                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress") -> None:
-        super().__init__(script, launcher, common_args, cwd, echo)
+                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
+                 run_cache: Optional[str] = None) -> None:
+        super().__init__(script, launcher, common_args, cwd, echo, run_cache)
 
     def command(self, run_dir: str, dataset: str, data_root: str, epochs: int) -> List[str]:
         """The command of a training run in ``run_dir`` (``--resume auto`` continues an interrupted attempt)."""
@@ -380,15 +455,17 @@ class TrainLauncher(_Launcher):
             tag or os.path.basename(run_dir),
             prepare=lambda: prepare_split_root(os.path.join(run_dir, "splits"), dataset, split_root, train_split,
                                                train_samples),
-            collect=lambda: train_result(output_dir, epochs))
+            collect=lambda: train_result(output_dir, epochs),
+            cache_fingerprint=self._context(samples_fingerprint(train_samples), split_root, dataset, train_split))
 
 
 class ScoreLauncher(_Launcher):
     """Launches ``eval_for_reliability_distribution.py`` (or a compatible script) to score a sample list."""
 
     def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_SCORE_SCRIPT,
-                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress") -> None:
-        super().__init__(script, launcher, common_args, cwd, echo)
+                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
+                 run_cache: Optional[str] = None) -> None:
+        super().__init__(script, launcher, common_args, cwd, echo, run_cache)
 
     def command(self, run_dir: str, eval_model: str, dataset: str, data_root: str,
                 eval_set: str = "train_pseudo") -> List[str]:
@@ -413,4 +490,5 @@ class ScoreLauncher(_Launcher):
             tag or os.path.basename(run_dir),
             prepare=lambda: prepare_split_root(os.path.join(run_dir, "splits"), dataset, split_root, eval_set,
                                                samples),
-            collect=lambda: score_result(output_dir, dataset, eval_set))
+            collect=lambda: score_result(output_dir, dataset, eval_set),
+            cache_fingerprint=self._context(fingerprint, split_root, dataset, eval_set))

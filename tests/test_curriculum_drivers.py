@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -232,6 +233,49 @@ def test_runner_reuses_adopts_and_sets_aside(world, spec):
     result = launcher.run(str(run_dir), "unc", "img", str(world / "splits"), other, epochs=2)
     assert result["result"]["val_accu"] == pytest.approx(stub_accuracy(other))
     assert (world / "runs" / "one.stale-2").is_dir() and len(calls(world)) == 3
+
+
+def test_run_cache_trains_identical_runs_once(world):
+    launcher = TrainLauncher("inprocess", str(world / "stub_train.py"), ["--batch_size", "4"], echo="none",
+                             run_cache=str(world / "cache"))
+    samples = make_source("pseudo", 20, 9, "left red car")
+    first = launcher.run(str(world / "a"), "unc", "img", str(world / "splits"), samples, epochs=2)
+    # the same command (apart from its folder), data and linked split files elsewhere: reused, nothing launched
+    same = launcher.run(str(world / "b"), "unc", "img", str(world / "splits"), samples, epochs=2)
+    assert same["reused_from"] == first["run_dir"] and same["result"] == first["result"]
+    assert len(calls(world)) == 1 and not (world / "b").exists()
+    # other epochs, other samples, another validation split: trained
+    launcher.run(str(world / "c"), "unc", "img", str(world / "splits"), samples, epochs=3)
+    launcher.run(str(world / "d"), "unc", "img", str(world / "splits"), samples[:10], epochs=2)
+    shutil.copytree(world / "splits", world / "other_splits")
+    torch.save(make_source("val", 6, 0, "a thing"), world / "other_splits" / "unc" / "unc_val.pth")
+    launcher.run(str(world / "e"), "unc", "img", str(world / "other_splits"), samples, epochs=2)
+    assert len(calls(world)) == 4
+    # without the cache, or once the cached run is gone, nothing is shared
+    plain = TrainLauncher("inprocess", str(world / "stub_train.py"), ["--batch_size", "4"], echo="none")
+    plain.run(str(world / "f"), "unc", "img", str(world / "splits"), samples, epochs=2)
+    shutil.rmtree(world / "a")
+    assert not launcher.run(str(world / "g"), "unc", "img", str(world / "splits"), samples, epochs=2)["reused"]
+    assert len(calls(world)) == 6
+
+
+def test_ssa_and_msa_sharing_a_run_cache_train_each_identical_run_once(world):
+    sources = ("--sources", msa_sources(world), "--source_specific_only")
+    plain = msa.main(common_argv(world, "msa_plain", *sources, launcher="inprocess"))
+    n_plain = len(calls(world))
+    # SSA on the template source (the first MSA step's data), then MSA, with one run cache
+    shutil.copytree(world / "splits", world / "template_root")
+    shutil.copyfile(world / "template.pth", world / "template_root" / "unc" / "unc_train_pseudo.pth")
+    cache = ("--run_cache", str(world / "cache"))
+    argv = common_argv(world, "ssa", *cache, launcher="inprocess")
+    argv[argv.index("--split_root") + 1] = str(world / "template_root")
+    single = ssa.main(argv)
+    n_ssa = len(calls(world)) - n_plain
+    shared = msa.main(common_argv(world, "msa", *sources, *cache, launcher="inprocess"))
+    assert comparable(shared) == comparable(plain)
+    # measurer, scoring and the first step's candidates (the SSA search) come from SSA's runs
+    assert shared["steps"][0]["source"] == "template" and shared["steps"][0]["h_star"] == single["h_star"]
+    assert len(calls(world)) - n_plain - n_ssa == n_plain - n_ssa
 
 
 @pytest.mark.parametrize("spec", ["python", "inprocess"])

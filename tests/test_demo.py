@@ -35,6 +35,14 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
     args_line = (out / "runs" / "baseline_all_template" / "output" / "log.txt").read_text().splitlines()[0]
     assert str(out / "clip" / "tiny_clip.pt") in args_line
 
+    # identical runs are trained once: SSA's candidate on all labels is the baseline, as is MSA's first one
+    baseline_dir = str(out / "runs" / "baseline_all_template")
+    ssa_steps = json.loads((out / "ssa" / "ssa_state.json").read_text())["steps"]
+    msa_steps = json.loads((out / "msa" / "msa_state.json").read_text())["steps"]
+    assert ssa_steps["h_0_0"]["reused_from"] == baseline_dir
+    assert msa_steps["step1_template_by_template_h_0_0"]["reused_from"] == baseline_dir
+    assert msa_steps["score_template_on_template"]["reused_from"] == str(out / "ssa" / "runs" / "score")
+
     checkpoint = out / "runs" / "baseline_all_template" / "output" / "best_checkpoint.pth"
     before = checkpoint.stat().st_mtime_ns
     again = demo.main(["--output_dir", str(out), "--preset", "quick"])
