@@ -65,13 +65,14 @@ class DemoConfig:
 
 PRESETS: Dict[str, DemoConfig] = {
     "full": DemoConfig(
-        world={},
-        clip=dict(embed_dim=128, vision_width=128, vision_layers=4, text_width=128, text_layers=2),
-        clip_resolution=128, clip_epochs=30, clip_max_seconds=150.0,
-        template=["--horizontal_px", "12", "--vertical_px", "12"],
-        train=["--batch_size", "64", "--lr", "1e-3", "--lr_scheduler", "cosine", "--vl_enc_layers", "2",
-               "--vl_dim_feedforward", "256", "--vl_nheads", "4", "--num_workers", "1"],
-        epochs=6, supervised_epochs=6, delta=0.2),
+        world=dict(image_size=64, n_train_images=2000, n_val_images=200, n_testA_images=150, n_testB_images=150,
+                   min_objects=2, max_objects=3, same_class_rate=0.2, expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1)),
+        clip=dict(embed_dim=64, vision_width=64, vision_layers=2, vision_patch_size=8, text_width=64, text_layers=2),
+        clip_resolution=64, clip_epochs=30, clip_max_seconds=60.0,
+        template=["--horizontal_px", "6", "--vertical_px", "6"],
+        train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--vl_enc_layers", "2",
+               "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--num_workers", "1"],
+        epochs=8, supervised_epochs=8, start=0.5, delta=0.5),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
