@@ -142,6 +142,7 @@ class SyntheticConfig:
     caption). ``same_class_rate``: chance that a new object repeats a class already in the scene (then its colour
     too, 40% of the time), which makes spatial and relational language necessary. ``expression_mix`` weighs the
     ground-truth kinds in :data:`KINDS` order (a kind that has no valid expression falls back to another).
+    ``object_scale`` multiplies every shape's extent (:data:`SIZE_EXTENT`, scaled with ``image_size``).
     """
     seed: int = 0
     image_size: int = 128
@@ -151,6 +152,7 @@ class SyntheticConfig:
     n_testB_images: int = 150
     min_objects: int = 3
     max_objects: int = 5
+    object_scale: float = 1.0
     expressions_per_image: int = 3
     same_class_rate: float = 0.35
     expression_mix: Tuple[float, ...] = (0.10, 0.25, 0.20, 0.30, 0.15)
@@ -183,6 +185,8 @@ class SyntheticConfig:
         if not self.min_objects <= self.max_objects <= 8:
             raise ValueError(f"SyntheticConfig.max_objects must be in [min_objects={self.min_objects}, 8], "
                              f"got {self.max_objects}")
+        if not (isinstance(self.object_scale, (int, float)) and 0.5 <= self.object_scale <= 2.0):
+            raise ValueError(f"SyntheticConfig.object_scale must be in [0.5, 2], got {self.object_scale!r}")
         if self.jpeg_quality > 100:
             raise ValueError(f"SyntheticConfig.jpeg_quality must be <= 100, got {self.jpeg_quality}")
         for name in ("same_class_rate", "miss_rate", "class_error_rate", "wrong_attribute_rate", "duplicate_rate",
@@ -475,7 +479,7 @@ def _place(rng: np.random.Generator, config: SyntheticConfig, category: str, siz
            placed: Sequence[SceneObject]) -> Optional[Tuple[Tuple[float, float, float, float], Pose]]:
     side = config.image_size
     lo, hi = SIZE_EXTENT[size]
-    extent = rng.uniform(lo, hi) * side / 128.0 * (1.2 if category in ("ellipse", "semicircle") else 1.0)
+    extent = rng.uniform(lo, hi) * side / 128.0 * config.object_scale * (1.2 if category in ("ellipse", "semicircle") else 1.0)
     angle = rng.uniform(-15.0, 15.0) if category in ("square", "triangle", "star", "cross") else 0.0
     variant = int(rng.random() < 0.5) if category in ("ellipse", "semicircle") else int(rng.random() < 0.2)
     x1, y1, x2, y2 = _outline_box(category, Pose(0.0, 0.0, extent, angle, variant))
@@ -800,7 +804,8 @@ def simulate_detections(scene: Scene, config: SyntheticConfig, rng: np.random.Ge
             dup_category = category if u[8] >= 0.3 else _confuse(obj.category, u[9])
             dets.append(_Detection(dup, dup_category, round(float(score * (0.55 + 0.4 * u[10])), 3), obj.id,
                                   "duplicate"))
-    lo, hi = SIZE_EXTENT["small"][0] * side / 128.0, SIZE_EXTENT["large"][1] * side / 128.0
+    scale = side / 128.0 * config.object_scale
+    lo, hi = SIZE_EXTENT["small"][0] * scale, SIZE_EXTENT["large"][1] * scale
     for _ in range(_MAX_SPURIOUS):
         u = rng.random(7)
         if u[0] >= config.spurious_rate / _MAX_SPURIOUS:

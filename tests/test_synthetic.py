@@ -167,6 +167,19 @@ def test_size_classes_are_visually_distinct_for_every_category():
         assert max(small) < min(medium) and max(medium) < min(large), category
 
 
+def test_object_scale_enlarges_every_shape_and_keeps_them_in_the_image():
+    base = dataclasses.replace(TINY, n_train_images=60, n_pretrain=0, image_size=64, min_objects=2, max_objects=3)
+    extents = {}
+    for scale in (1.0, 1.5):
+        world = build_world(dataclasses.replace(base, object_scale=scale))
+        objects = [o for scene in world.splits["train"] for o in scene.objects]
+        assert all(0 <= o.box[0] < o.box[2] <= 64 and 0 <= o.box[1] < o.box[3] <= 64 for o in objects)
+        extents[scale] = {size: sum(max(o.box[2] - o.box[0], o.box[3] - o.box[1]) for o in objects if o.size == size)
+                          / sum(o.size == size for o in objects) for size in ("small", "medium", "large")}
+    for size in ("small", "medium", "large"):
+        assert 1.35 < extents[1.5][size] / extents[1.0][size] < 1.65, size
+
+
 def test_test_splits_target_one_family_each_and_val_mixes_both():
     world = build_world(dataclasses.replace(TINY, n_val_images=12, n_testA_images=8, n_testB_images=8,
                                             n_pretrain=0))
@@ -299,7 +312,7 @@ def test_cli_matches_the_library_and_rejects_bad_values(tmp_path, capsys):
 
 @pytest.mark.parametrize("field, value", [("miss_rate", -0.1), ("spurious_rate", 5.0), ("min_objects", 1),
                                           ("max_objects", 9), ("expression_mix", (1.0, 0.0)),
-                                          ("n_val_images", 0), ("box_jitter", 0.9)])
+                                          ("n_val_images", 0), ("box_jitter", 0.9), ("object_scale", 3.0)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SyntheticConfig(**{field: value})
