@@ -66,7 +66,8 @@ class DemoConfig:
 PRESETS: Dict[str, DemoConfig] = {
     "full": DemoConfig(
         world=dict(image_size=64, n_train_images=2000, n_val_images=200, n_testA_images=150, n_testB_images=150,
-                   min_objects=2, max_objects=3, same_class_rate=0.2, expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1)),
+                   min_objects=2, max_objects=3, object_scale=1.5, same_class_rate=0.2,
+                   expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1)),
         clip=dict(embed_dim=64, vision_width=64, vision_layers=2, vision_patch_size=8, text_width=64, text_layers=2),
         clip_resolution=64, clip_epochs=30, clip_max_seconds=60.0,
         template=["--horizontal_px", "6", "--vertical_px", "6"],
@@ -342,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--output_dir", default="demo_out", help="where everything goes (default: demo_out)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="full",
-                   help="'full' (the experiment, about 15 min on 2 CPU cores) or 'quick' (a smoke run)")
+                   help="'full' (the experiment; its run time and status: README, Demo) or 'quick' (a smoke run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the CLIP and every run")
     p.add_argument("--device", default="cpu", help="device of every run (default cpu)")
     return p
