@@ -57,6 +57,15 @@ def default_min_samples(train_args: Sequence[str], launcher: str) -> int:
     return batch * (int(nproc) if nproc.isdigit() else 1)
 
 
+def budget_epochs(n_samples: int, epochs: int, update_budget: Optional[int], samples_per_step: int) -> int:
+    """Epochs of a run on ``n_samples``: ``epochs``, or with an ``update_budget`` the fewest epochs that make at least
+    that many optimizer steps (``n_samples // samples_per_step`` per epoch: training drops the last incomplete
+    batch), so runs on fewer samples get as many updates as runs on more."""
+    if not update_budget:
+        return epochs
+    return -(-update_budget // max(1, n_samples // samples_per_step))
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (split files {split_root}/{dataset}/...)")
     p.add_argument("--data_root", required=True, help="image folders, passed to every run")
@@ -80,6 +89,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="epochs of each search candidate (default: --final_epochs; when equal, the best "
                         "candidate is the final model and no extra run is made)")
     p.add_argument("--measurer_epochs", type=int, help="epochs of measurer training (default: --final_epochs)")
+    p.add_argument("--update_budget", type=int,
+                   help="instead of a fixed number of epochs, train every run (measurers, candidates, final) for the "
+                        "fewest epochs that make at least this many optimizer steps, so that a candidate on fewer "
+                        "samples is not also trained less (default: the fixed epochs above)")
     p.add_argument("--score_args", default="",
                    help="extra arguments for the scoring script only, e.g. --score_args='--batch_size 128'")
     p.add_argument("--min_samples", type=int,
@@ -95,8 +108,11 @@ def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None
     check_passthrough(shlex.split(args.score_args), "--score_args")
     args.candidate_epochs = args.candidate_epochs or args.final_epochs
     args.measurer_epochs = args.measurer_epochs or args.final_epochs
+    args.samples_per_step = default_min_samples(train_args, args.launcher)
     if args.min_samples is None:
-        args.min_samples = default_min_samples(train_args, args.launcher)
+        args.min_samples = args.samples_per_step
+    if args.update_budget is not None and args.update_budget < 1:
+        raise SystemExit(f"--update_budget {args.update_budget}: must be at least 1")
     for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"--{flag} {getattr(args, flag)}: must be at least 1")
@@ -118,7 +134,8 @@ def common_options(args: argparse.Namespace, train_args: Sequence[str]) -> Dict[
             "launcher": args.launcher, "train_script": os.path.abspath(args.train_script),
             "score_script": os.path.abspath(args.score_script), "final_epochs": args.final_epochs,
             "candidate_epochs": args.candidate_epochs, "measurer_epochs": args.measurer_epochs,
-            "score_args": args.score_args, "min_samples": args.min_samples, "train_args": list(train_args)}
+            "score_args": args.score_args, "min_samples": args.min_samples, "train_args": list(train_args),
+            **({"update_budget": args.update_budget} if args.update_budget else {})}
 
 
 def make_launchers(args: argparse.Namespace, train_args: Sequence[str]) -> Tuple[TrainLauncher, ScoreLauncher]:

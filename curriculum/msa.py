@@ -32,8 +32,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from curriculum.difficulty import entity_counter, load_lexicon, order_sources
-from curriculum.driver import (add_common_arguments, common_options, fmt, install_sigterm_exit, make_launchers,
-                               markdown_table, split_argv, train_split_of, validate_common)
+from curriculum.driver import (add_common_arguments, budget_epochs, common_options, fmt, install_sigterm_exit,
+                               make_launchers, markdown_table, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities, plot_histogram_grid, reliability_histogram, summary_stats
 from curriculum.search import SearchResult, greedy_threshold_search, new_state
 from curriculum.selection import (check_layout, link_other_splits, load_split, merge_separate_dir, select,
@@ -140,6 +140,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
 
     def train_step(name: str, train_samples: List[Any], epochs: int, info: Dict[str, Any]) -> Dict[str, Any]:
         run_dir = os.path.join(runs, name)
+        epochs = budget_epochs(len(train_samples), epochs, args.update_budget, args.samples_per_step)
         planned = {**info, "kind": "train", "run_dir": run_dir, "output_dir": os.path.join(run_dir, "output"),
                    "command": train.command(run_dir, dataset, data_root, epochs)}
         return state.run_step(name, planned, lambda: train.run(run_dir, dataset, data_root, split_root,

@@ -25,8 +25,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from curriculum.driver import (add_common_arguments, common_options, fmt, install_sigterm_exit, make_launchers,
-                               markdown_table, split_argv, train_split_of, validate_common)
+from curriculum.driver import (add_common_arguments, budget_epochs, common_options, fmt, install_sigterm_exit,
+                               make_launchers, markdown_table, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities
 from curriculum.search import greedy_threshold_search, new_state
 from curriculum.selection import load_split, prepare_split_root, select, split_file, threshold_tag
@@ -74,6 +74,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
 
     def train_step(name: str, samples: List[Any], epochs: int, info: Dict[str, Any]) -> Dict[str, Any]:
         run_dir = os.path.join(runs, name)
+        epochs = budget_epochs(len(samples), epochs, args.update_budget, args.samples_per_step)
         planned = {**info, "kind": "train", "run_dir": run_dir, "output_dir": os.path.join(run_dir, "output"),
                    "command": train.command(run_dir, dataset, data_root, epochs)}
         return state.run_step(name, planned, lambda: train.run(run_dir, dataset, data_root, split_root, samples,

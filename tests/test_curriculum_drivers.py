@@ -25,7 +25,7 @@ import torch
 
 from curriculum import msa, ssa
 from curriculum.reliability import load_reliabilities
-from curriculum.driver import default_min_samples
+from curriculum.driver import budget_epochs, default_min_samples
 from curriculum.runner import RunFailedError, TrainLauncher, launcher_prefix, samples_fingerprint
 from curriculum.search import greedy_threshold_search
 from curriculum.selection import load_split, select, threshold_tag
@@ -516,6 +516,23 @@ def test_a_live_earlier_attempt_or_driver_is_not_run_over(world):
         assert json.load(open(world / "w" / ".driver.lock"))["pid"] == os.getpid()
     assert not (world / "w" / ".driver.lock").exists()
     assert launcher.run(str(run_dir), "unc", "img", str(world / "splits"), samples, epochs=2)["result"]["epochs"] == 2
+
+
+def test_update_budget_gives_every_run_at_least_that_many_steps(world):
+    assert budget_epochs(100, 7, None, 4) == 7  # no budget: the fixed epochs
+    assert budget_epochs(100, 7, 50, 4) == 2 and budget_epochs(10, 7, 50, 4) == 25 and budget_epochs(3, 7, 5, 4) == 5
+    result = ssa.main(common_argv(world, "ssa", "--update_budget", "30"))
+    state = json.load(open(world / "ssa" / "ssa_state.json"))
+    trained = [step for step in state["steps"].values() if step.get("kind") == "train"]
+    assert trained and state["options"]["update_budget"] == 30
+    for step in trained:  # batch 4, one process: n // 4 steps per epoch, at least 30 steps in all
+        epochs = int(step["command"][step["command"].index("--epochs") + 1])
+        per_epoch = step["n_samples"] // 4
+        assert epochs * per_epoch >= 30 > (epochs - 1) * per_epoch, step
+    assert len({int(s["command"][s["command"].index("--epochs") + 1]) for s in trained}) > 1
+    assert result["h_star"] is not None
+    with pytest.raises(SystemExit, match="--update_budget 0"):
+        ssa.main(common_argv(world, "ssa2", "--update_budget", "0"))
 
 
 def test_default_min_samples_is_one_batch_per_process():
