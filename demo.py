@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from curriculum.driver import budget_epochs, default_min_samples
 from curriculum.runner import TrainLauncher, file_fingerprint
 from curriculum.selection import prepare_split_root
 from datasets.records import load_split_file, parse_records
@@ -61,6 +62,9 @@ class DemoConfig:
     delta: float = 0.1
     start: float = 0.5
     min_samples: Optional[int] = None
+    update_budget: Optional[int] = None
+    """With a value, every CLIP-VG run trains for the fewest epochs giving that many optimizer steps (the drivers'
+    ``--update_budget``) instead of ``epochs`` / ``supervised_epochs``."""
 
 
 PRESETS: Dict[str, DemoConfig] = {
@@ -118,6 +122,8 @@ class Demo:
                 "--final_epochs", str(self.config.epochs)]
         if self.config.min_samples is not None:
             args += ["--min_samples", str(self.config.min_samples)]
+        if self.config.update_budget is not None:
+            args += ["--update_budget", str(self.config.update_budget)]
         return args
 
     def _cached(self, name: str, key: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -178,21 +184,23 @@ class Demo:
 
     def _train(self, name: str, samples: Sequence[Any], epochs: int, extra: Sequence[str] = (),
                train_split: str = "train_pseudo") -> Dict[str, Any]:
+        epochs = budget_epochs(len(samples), epochs, self.config.update_budget,
+                               default_min_samples(self.config.train, LAUNCHER))
         launcher = TrainLauncher(LAUNCHER, common_args=[*self.train_args(), *extra], run_cache=self.run_cache)
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
                               samples, epochs, train_split=train_split, tag=name)
         result = record["result"]
-        log(f"{name}: best val accuracy {result['val_accu']:.4f} at epoch {result['best_epoch']}")
+        log(f"{name}: {epochs} epochs, best val accuracy {result['val_accu']:.4f} at epoch {result['best_epoch']}")
         return result
 
     def stage_baseline(self, pseudo: Dict[str, Any]) -> Dict[str, Any]:
         samples = load_split_file(pseudo["files"]["template"])
-        log(f"baseline: all {len(samples)} template pseudo labels, {self.config.epochs} epochs")
+        log(f"baseline: all {len(samples)} template pseudo labels")
         return self._train("baseline_all_template", samples, self.config.epochs)
 
     def stage_supervised(self) -> Dict[str, Any]:
         samples = load_split_file(os.path.join(self.split_root, "synthetic", "synthetic_train.pth"))
-        log(f"supervised: {len(samples)} ground-truth expressions, {self.config.supervised_epochs} epochs")
+        log(f"supervised: {len(samples)} ground-truth expressions")
         return self._train("supervised", samples, self.config.supervised_epochs, ["--sup_type", "full"],
                            train_split="train")
 
@@ -346,13 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'full' (the experiment; its run time and status: README, Demo) or 'quick' (a smoke run)")
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the CLIP and every run")
     p.add_argument("--device", default="cpu", help="device of every run (default cpu)")
+    p.add_argument("--update_budget", type=int,
+                   help="train every CLIP-VG run for the fewest epochs giving this many optimizer steps instead of "
+                        "the preset's fixed epochs (the same number of updates for every model compared)")
     return p
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Entry point; ``argv`` like ``sys.argv[1:]``."""
     args = build_parser().parse_args(argv)
-    return Demo(args.output_dir, PRESETS[args.preset], args.seed, args.device).run()
+    config = PRESETS[args.preset]
+    if args.update_budget is not None:
+        if args.update_budget < 1:
+            raise SystemExit(f"--update_budget {args.update_budget}: must be at least 1")
+        config = dataclasses.replace(config, update_budget=args.update_budget)
+    return Demo(args.output_dir, config, args.seed, args.device).run()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@ scripts, the result files are complete, and a rerun reuses every finished stage.
 import json
 import os
 
+import torch
+
 import demo
+from curriculum.driver import budget_epochs
 
 MODELS = ("all template labels (no selection)", "SSA (template)", "MSA (template + caption + relation)",
           "fully supervised (ground truth)")
@@ -49,3 +52,22 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
     assert again["results"] == results["results"]
     assert checkpoint.stat().st_mtime_ns == before
     assert "pseudo labels: cached" in capsys.readouterr().out
+
+
+def test_quick_demo_with_an_update_budget_gives_every_run_that_many_steps(tmp_path):
+    out = tmp_path / "demo"
+    results = demo.main(["--output_dir", str(out), "--preset", "quick", "--update_budget", "40"])
+    batch = 16  # the quick preset's --batch_size, one process
+    logged = {}
+    for name in ("baseline_all_template", "supervised"):
+        record = json.loads((out / "runs" / name / "run.json").read_text())
+        epochs = int(record["command"][record["command"].index("--epochs") + 1])
+        samples = len(torch.load(out / "runs" / name / "splits" / "synthetic" /
+                                 ("synthetic_train.pth" if name == "supervised" else "synthetic_train_pseudo.pth"),
+                                 weights_only=False))
+        assert epochs == budget_epochs(samples, 1, 40, batch) and epochs * (samples // batch) >= 40
+        logged[name] = epochs
+    assert logged["supervised"] > logged["baseline_all_template"]  # fewer samples, more epochs
+    ssa_steps = json.loads((out / "ssa" / "ssa_state.json").read_text())["steps"]
+    assert ssa_steps["h_0_0"]["reused_from"] == str(out / "runs" / "baseline_all_template")
+    assert results["config"]["update_budget"] == 40
