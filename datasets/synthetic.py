@@ -475,11 +475,16 @@ def _pick_category(rng: np.random.Generator, family: Optional[str]) -> str:
     return members[int(rng.integers(len(members)))]
 
 
+def _extent_scale(config: SyntheticConfig) -> float:
+    """Factor from :data:`SIZE_EXTENT` (px at 128 px images) to this world's shape extents."""
+    return config.image_size / 128.0 * config.object_scale
+
+
 def _place(rng: np.random.Generator, config: SyntheticConfig, category: str, size: str,
            placed: Sequence[SceneObject]) -> Optional[Tuple[Tuple[float, float, float, float], Pose]]:
     side = config.image_size
     lo, hi = SIZE_EXTENT[size]
-    extent = rng.uniform(lo, hi) * side / 128.0 * config.object_scale * (1.2 if category in ("ellipse", "semicircle") else 1.0)
+    extent = rng.uniform(lo, hi) * _extent_scale(config) * (1.2 if category in ("ellipse", "semicircle") else 1.0)
     angle = rng.uniform(-15.0, 15.0) if category in ("square", "triangle", "star", "cross") else 0.0
     variant = int(rng.random() < 0.5) if category in ("ellipse", "semicircle") else int(rng.random() < 0.2)
     x1, y1, x2, y2 = _outline_box(category, Pose(0.0, 0.0, extent, angle, variant))
@@ -804,7 +809,7 @@ def simulate_detections(scene: Scene, config: SyntheticConfig, rng: np.random.Ge
             dup_category = category if u[8] >= 0.3 else _confuse(obj.category, u[9])
             dets.append(_Detection(dup, dup_category, round(float(score * (0.55 + 0.4 * u[10])), 3), obj.id,
                                   "duplicate"))
-    scale = side / 128.0 * config.object_scale
+    scale = _extent_scale(config)
     lo, hi = SIZE_EXTENT["small"][0] * scale, SIZE_EXTENT["large"][1] * scale
     for _ in range(_MAX_SPURIOUS):
         u = rng.random(7)
