@@ -118,7 +118,8 @@ class Demo:
 
     def driver_args(self, work_dir: str) -> List[str]:
         args = ["--dataset", "synthetic", "--data_root", self.data_root, "--split_root", self.split_root,
-                "--work_dir", work_dir, "--launcher", LAUNCHER, "--run_cache", self.run_cache, "--delta", str(self.config.delta), "--start", str(self.config.start),
+                "--work_dir", work_dir, "--launcher", LAUNCHER, "--run_cache", self.run_cache,
+                "--delta", str(self.config.delta), "--start", str(self.config.start),
                 "--final_epochs", str(self.config.epochs)]
         if self.config.min_samples is not None:
             args += ["--min_samples", str(self.config.min_samples)]

@@ -111,11 +111,10 @@ def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None
     args.samples_per_step = default_min_samples(train_args, args.launcher)
     if args.min_samples is None:
         args.min_samples = args.samples_per_step
-    if args.update_budget is not None and args.update_budget < 1:
-        raise SystemExit(f"--update_budget {args.update_budget}: must be at least 1")
-    for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples"):
-        if getattr(args, flag) < 1:
-            raise SystemExit(f"--{flag} {getattr(args, flag)}: must be at least 1")
+    for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples", "update_budget"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise SystemExit(f"--{flag} {value}: must be at least 1")
     if not 0.0 <= args.start <= 1.0:
         raise SystemExit(f"--start {args.start}: must be in [0, 1]")
     if not 1e-6 <= args.delta <= 1.0:

@@ -250,8 +250,10 @@ class RunCache:
 
     def add(self, key: str, run_dir: str) -> None:
         """Remember that ``run_dir`` holds the finished run ``key``."""
-        os.makedirs(self.folder, exist_ok=True)
-        write_json(self.index_path, {**self._index(), key: run_dir})
+        index = self._index()
+        if index.get(key) != run_dir:
+            os.makedirs(self.folder, exist_ok=True)
+            write_json(self.index_path, {**index, key: run_dir})
 
 
 class _Launcher:
@@ -340,10 +342,11 @@ class _Launcher:
                  prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]],
                  cache_fingerprint: Optional[str] = None) -> Dict[str, Any]:
         """Run ``command`` in ``run_dir`` unless finished there (or, with a run cache, elsewhere); ``fingerprint``
-        identifies the run's data, ``cache_fingerprint`` (default ``fingerprint``) everything else it reads."""
-        key = RunCache.key(run_dir, command, cache_fingerprint or fingerprint) if self.run_cache else None
+        identifies the run's data, ``cache_fingerprint`` (given with a run cache, see ``_context``) everything it
+        reads."""
+        key = RunCache.key(run_dir, command, cache_fingerprint) if cache_fingerprint is not None else None
         record = self._execute_here(run_dir, command, fingerprint, tag, prepare, collect, key)
-        if self.run_cache is not None and not record.get("reused_from"):
+        if key is not None and not record.get("reused_from"):
             self.run_cache.add(key, record["run_dir"])
         return record
 
@@ -450,13 +453,14 @@ class TrainLauncher(_Launcher):
         ``val_accu`` (best over epochs), ``best_epoch`` and ``best_checkpoint``."""
         run_dir = os.path.abspath(run_dir)
         output_dir = os.path.join(run_dir, "output")
+        fingerprint = samples_fingerprint(train_samples)
         return self._execute(
-            run_dir, self.command(run_dir, dataset, data_root, epochs), samples_fingerprint(train_samples),
+            run_dir, self.command(run_dir, dataset, data_root, epochs), fingerprint,
             tag or os.path.basename(run_dir),
             prepare=lambda: prepare_split_root(os.path.join(run_dir, "splits"), dataset, split_root, train_split,
                                                train_samples),
             collect=lambda: train_result(output_dir, epochs),
-            cache_fingerprint=self._context(samples_fingerprint(train_samples), split_root, dataset, train_split))
+            cache_fingerprint=self._context(fingerprint, split_root, dataset, train_split))
 
 
 class ScoreLauncher(_Launcher):
