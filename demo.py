@@ -54,7 +54,6 @@ class DemoConfig:
     clip: Dict[str, Any] = field(default_factory=dict)
     clip_resolution: int = 128
     clip_epochs: int = 30
-    clip_max_seconds: Optional[float] = None
     template: List[str] = field(default_factory=list)
     train: List[str] = field(default_factory=list)
     epochs: int = 6
@@ -71,13 +70,15 @@ PRESETS: Dict[str, DemoConfig] = {
     "full": DemoConfig(
         world=dict(image_size=64, n_train_images=2000, n_val_images=200, n_testA_images=150, n_testB_images=150,
                    min_objects=2, max_objects=3, object_scale=1.5, same_class_rate=0.2,
-                   expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1)),
-        clip=dict(embed_dim=64, vision_width=64, vision_layers=2, vision_patch_size=8, text_width=64, text_layers=2),
-        clip_resolution=64, clip_epochs=30, clip_max_seconds=60.0,
+                   expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1), class_error_rate=0.25, spurious_rate=1.0,
+                   duplicate_rate=0.25, box_jitter=0.12, wrong_attribute_rate=0.25, relation_error_rate=0.3,
+                   caption_error_rate=0.3),
+        clip=dict(embed_dim=64, vision_width=64, vision_layers=2, vision_patch_size=16, text_width=64, text_layers=2),
+        clip_resolution=64, clip_epochs=30,
         template=["--horizontal_px", "6", "--vertical_px", "6"],
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--vl_enc_layers", "2",
-               "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--num_workers", "1"],
-        epochs=8, supervised_epochs=8, start=0.5, delta=0.5),
+               "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0"],
+        epochs=8, supervised_epochs=8, start=0.5, delta=0.5, update_budget=1700),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
@@ -152,7 +153,7 @@ class Demo:
         corpus = os.path.join(self.data_root, "synthetic", "pretrain", "caption_corpus.json")
         stats = pretrain_tiny_clip(corpus, self.clip_path, image_resolution=self.config.clip_resolution,
                                    config=TinyClipConfig(**self.config.clip), epochs=self.config.clip_epochs,
-                                   seed=self.seed, max_seconds=self.config.clip_max_seconds)
+                                   seed=self.seed)
         r = stats["retrieval"]
         log(f"tiny CLIP: {'cached' if stats.get('cached') else 'pretrained'}; held-out retrieval top-1 "
             f"image->text {r['image_to_text_top1']:.3f}, text->image {r['text_to_image_top1']:.3f} "

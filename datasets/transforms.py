@@ -143,16 +143,19 @@ class EvalTransform:
 
 class TrainTransform:
     """The reference's train pipeline (SPEC §2): random select (resize | short-side resize + crop + resize),
-    colour jitter, optional blur, no flip, to tensor, normalise, pad (random offset with ``aug_translate``)."""
+    colour jitter (unless ``aug_color`` is off), optional blur, no flip, to tensor, normalise, pad (random offset with
+    ``aug_translate``)."""
 
     random = True
 
     def __init__(self, imsize: int, aug_crop: bool = False, aug_scale: bool = False, aug_blur: bool = False,
-                 aug_translate: bool = False, official_crop_quirk: bool = KEEP_OFFICIAL_CROP_QUIRK):
+                 aug_translate: bool = False, aug_color: bool = True,
+                 official_crop_quirk: bool = KEEP_OFFICIAL_CROP_QUIRK):
         self.imsize = imsize
         self.scales = train_scales(imsize, aug_scale)
         self.crop_prob = CROP_PROB if aug_crop else 0.0
         self.blur_prob = BLUR_PROB if aug_blur else 0.0
+        self.jitter_prob = JITTER_PROB if aug_color else 0.0
         self.aug_translate = aug_translate
         self.official_crop_quirk = official_crop_quirk
 
@@ -199,7 +202,7 @@ class TrainTransform:
             sample.resize(rng.choice(CROP_SHORT_SIDES), long_side=False)
             crop = self._random_size_crop(sample, rng)
         sample.resize(rng.choice(self.scales), long_side=True)
-        if rng.random() < JITTER_PROB:
+        if self.jitter_prob > 0.0 and rng.random() < self.jitter_prob:
             sample.img = self._color_jitter(sample.img, rng)
         if self.blur_prob > 0.0 and rng.random() < self.blur_prob:
             sample.img = sample.img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*BLUR_RADIUS)))
@@ -209,8 +212,9 @@ class TrainTransform:
 
 
 def build_transform(args: argparse.Namespace, train: bool) -> EvalTransform | TrainTransform:
-    """The train or eval transform for ``args`` (``--imsize --aug_crop --aug_scale --aug_blur --aug_translate``)."""
+    """The train or eval transform for ``args`` (``--imsize --aug_crop --aug_scale --aug_blur --aug_translate
+    --aug_color``)."""
     if not train:
         return EvalTransform(args.imsize)
     return TrainTransform(args.imsize, aug_crop=args.aug_crop, aug_scale=args.aug_scale, aug_blur=args.aug_blur,
-                          aug_translate=args.aug_translate)
+                          aug_translate=args.aug_translate, aug_color=args.aug_color)

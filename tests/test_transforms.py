@@ -169,3 +169,16 @@ def test_train_transform_requires_an_rng():
     img, box = scene(64, 64, (10, 10, 30, 30))
     with pytest.raises(ValueError, match="random.Random"):
         TrainTransform(32)(img, box, "red")
+
+
+def test_colour_jitter_is_on_by_default_and_off_with_no_aug_color():
+    from utils.args import parse_args
+    img, box = scene()
+    plain = EvalTransform(96)(img, box, "red block")
+    jittered = [TrainTransform(96)(img, box, "red block", random.Random(s)).img for s in range(10)]
+    assert sum(not torch.allclose(x, plain.img) for x in jittered) >= 5  # p = 0.8 per sample
+    for seed in range(10):
+        out = TrainTransform(96, aug_color=False)(img, box, "red block", random.Random(seed))
+        assert torch.allclose(out.img, plain.img) and torch.equal(out.mask, plain.mask)
+    assert parse_args("train", []).aug_color is True
+    assert parse_args("train", ["--no-aug_color"]).aug_color is False

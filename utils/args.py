@@ -81,6 +81,9 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--aug_crop", action="store_true", help="random crop branch")
     g.add_argument("--aug_scale", action="store_true", help="multi-scale resize")
     g.add_argument("--aug_translate", action="store_true", help="random paste position")
+    g.add_argument("--aug_color", action=argparse.BooleanOptionalAction, default=True,
+                   help="colour jitter with probability 0.8 (on, as the official code always applies it; "
+                        "--no-aug_color turns it off, e.g. where colour words are the labels)")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="ViT-B/16",
