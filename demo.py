@@ -231,18 +231,19 @@ class Demo:
         import eval as eval_script
         scores = {}
         for split in SPLITS:
-            key = {"checkpoint": file_fingerprint(checkpoint), "split": file_fingerprint(
-                os.path.join(self.split_root, "synthetic", f"synthetic_{split}.pth"))}
+            split_file = os.path.join(self.split_root, "synthetic", f"synthetic_{split}.pth")
+            key = {"checkpoint": file_fingerprint(checkpoint), "split": file_fingerprint(split_file), "by_kind": 1}
             cached = self._cached(f"eval_{name}_{split}", key)
             if cached is None:
                 out_dir = os.path.join(self.out, "eval", name)
+                predictions = os.path.join(out_dir, f"{split}.jsonl")
                 stats = eval_script.main(["--eval_model", checkpoint, "--dataset", "synthetic", "--eval_set", split,
                                           "--data_root", self.data_root, "--split_root", self.split_root,
                                           "--output_dir", out_dir, "--device", self.device, "--num_workers", "0",
-                                          "--save_predictions", os.path.join(out_dir, f"{split}.jsonl")])
+                                          "--save_predictions", predictions])
                 cached = self._store(f"eval_{name}_{split}", key, {
                     "accuracy": stats[f"{split}_set_accuracy"], "miou": stats[f"{split}_set_miou"],
-                    "samples": stats["samples"]})
+                    "samples": stats["samples"], "by_kind": accuracy_by_kind(predictions, split_file)})
             scores[split] = cached
         return scores
 
@@ -335,6 +336,18 @@ def _largest_box(annotations: Dict[str, Any], image: str) -> List[float]:
     return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
 
 
+def accuracy_by_kind(predictions_jsonl: str, split_file: str) -> Dict[str, Dict[str, float]]:
+    """Accuracy@0.5 per ground-truth expression kind (the synthetic split files' fifth field, e.g. 'category')
+    from ``eval.py --save_predictions`` lines: ``{kind: {"accuracy", "samples"}}``."""
+    kinds = [record[4] for record in load_split_file(split_file)]
+    hits: Dict[str, List[bool]] = {}
+    with open(predictions_jsonl, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            hits.setdefault(kinds[row["index"]], []).append(row["iou"] >= 0.5)
+    return {kind: {"accuracy": sum(h) / len(h), "samples": len(h)} for kind, h in sorted(hits.items())}
+
+
 def results_markdown(results: Dict[str, Any]) -> str:
     """The demo's result table (accuracy@0.5 in %, mean IoU in brackets)."""
     lines = ["| model | train samples | " + " | ".join(SPLITS) + " |", "|---|---:|" + "---:|" * len(SPLITS)]
@@ -342,6 +355,15 @@ def results_markdown(results: Dict[str, Any]) -> str:
         n = results["train_samples"].get(name)
         cells = [f"{100 * scores[s]['accuracy']:.1f} ({scores[s]['miou']:.3f})" for s in SPLITS]
         lines.append(f"| {name} | {'-' if n is None else n} | " + " | ".join(cells) + " |")
+    models = {name: scores["val"]["by_kind"] for name, scores in results["results"].items()
+              if "by_kind" in scores["val"]}
+    if models:
+        kinds = sorted({kind for by_kind in models.values() for kind in by_kind})
+        lines += ["", "val accuracy@0.5 (%) by expression kind:", "",
+                  "| model | " + " | ".join(kinds) + " |", "|---|" + "---:|" * len(kinds)]
+        for name, by_kind in models.items():
+            cells = [f"{100 * by_kind[k]['accuracy']:.1f}" if k in by_kind else "-" for k in kinds]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     ssa = results["ssa"]
     notes = [f"SSA threshold h* = {ssa['h_star']:g}; MSA order: {', '.join(results['msa']['order'])}.",
              f"Accuracy@0.5 in %, mean IoU in brackets; seed {results['seed']}; {results['seconds']:.0f} s."]

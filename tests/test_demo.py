@@ -7,6 +7,7 @@ import torch
 
 import demo
 from curriculum.driver import budget_epochs
+from datasets.synthetic import KINDS
 
 MODELS = ("all template labels (no selection)", "SSA (template)", "MSA (template + caption + relation)",
           "fully supervised (ground truth)")
@@ -23,6 +24,13 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
             score = on_disk["results"][name][split]
             assert 0.0 <= score["accuracy"] <= 1.0 and 0.0 <= score["miou"] <= 1.0
             assert score["samples"] > 0
+    for name in MODELS:  # per expression kind: the counts and hits add up to the whole split
+        for split in demo.SPLITS:
+            score = on_disk["results"][name][split]
+            by_kind = score["by_kind"]
+            assert set(by_kind) <= set(KINDS) and sum(k["samples"] for k in by_kind.values()) == score["samples"]
+            hits = sum(k["accuracy"] * k["samples"] for k in by_kind.values())
+            assert abs(hits - score["accuracy"] * score["samples"]) < 1e-6
     assert on_disk["msa"]["order"] == ["template", "caption", "relation"]
     assert 0.0 <= on_disk["ssa"]["h_star"] <= 1.0
     for figure in on_disk["figures"]:
@@ -30,7 +38,7 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
     assert {os.path.basename(f) for f in on_disk["figures"]} == {"ssa_template_reliability.png",
                                                                   "msa_reliability_matrix.png"}
     table = (out / "results.md").read_text()
-    assert all(f"| {name} |" in table for name in MODELS)
+    assert all(f"| {name} |" in table for name in MODELS) and "by expression kind" in table
     assert table in capsys.readouterr().out
 
     # the tiny CLIP is an OpenAI-format file every run loaded through --model PATH
