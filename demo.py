@@ -77,8 +77,9 @@ PRESETS: Dict[str, DemoConfig] = {
         clip_resolution=64, clip_epochs=30,
         template=["--horizontal_px", "6", "--vertical_px", "6"],
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--vl_enc_layers", "2",
-               "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0"],
-        epochs=8, supervised_epochs=8, start=0.5, delta=0.5, update_budget=1700),
+               "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
+               "--cache_images"],
+        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=1700),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
@@ -86,7 +87,7 @@ PRESETS: Dict[str, DemoConfig] = {
         clip_resolution=64, clip_epochs=1,
         template=["--horizontal_px", "6", "--vertical_px", "6"],
         train=["--batch_size", "16", "--lr", "1e-3", "--vl_enc_layers", "1", "--vl_dim_feedforward", "64",
-               "--vl_nheads", "2", "--num_workers", "0"],
+               "--vl_nheads", "2", "--num_workers", "0", "--cache_images"],
         epochs=1, supervised_epochs=1, start=0.0, delta=1.0, min_samples=16),
 }
 

@@ -25,4 +25,5 @@ def build_dataset(split: str, args: argparse.Namespace, train: Optional[bool] = 
     return GroundingDataset(
         args.dataset, split, args.data_root, args.split_root, build_transform(args, train),
         max_query_len=args.max_query_len, prompt=args.prompt,
-        skip_bad=train and getattr(args, "skip_bad_samples", True), seed=args.seed)
+        skip_bad=train and getattr(args, "skip_bad_samples", True), seed=args.seed,
+        cache_images=getattr(args, "cache_images", False))

@@ -102,7 +102,7 @@ class GroundingDataset(Dataset):
 
     def __init__(self, dataset: str, split: str, data_root: str, split_root: str,
                  transform: EvalTransform | TrainTransform, max_query_len: int = 77, prompt: Optional[str] = None,
-                 skip_bad: bool = False, seed: int = 0):
+                 skip_bad: bool = False, seed: int = 0, cache_images: bool = False):
         check_split_name(dataset, split)
         check_prompt(prompt)
         self.dataset, self.split, self.transform = dataset, split, transform
@@ -110,6 +110,7 @@ class GroundingDataset(Dataset):
         # Shared with DataLoader workers (persistent ones too), so set_epoch reaches them.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.image_dir = image_dir(data_root, dataset)
+        self._image_cache: Optional[Dict[str, Image.Image]] = {} if cache_images else None
         files = ", ".join(split_paths(split_root, dataset, split))
         records, bad = parse_records(load_split(split_root, dataset, split), dataset)
         if bad and not skip_bad:
@@ -149,12 +150,23 @@ class GroundingDataset(Dataset):
     def image_path(self, record: GroundingRecord) -> str:
         return os.path.join(self.image_dir, record.image)
 
+    def load_image(self, record: GroundingRecord) -> Image.Image:
+        """The RGB image of ``record``; with ``cache_images`` decoded once per process and kept in memory (the
+        transforms never modify an image in place)."""
+        path = self.image_path(record)
+        if self._image_cache is None:
+            return load_image(path, record.index)
+        image = self._image_cache.get(path)
+        if image is None:
+            image = self._image_cache[path] = load_image(path, record.index)
+        return image
+
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
         record = self.records[i]
-        img = load_image(self.image_path(record), record.index)
+        img = self.load_image(record)
         rng = self.augmentation_rng(record.index) if self.transform.random else None
         out = self.transform(img, torch.tensor(record.box_xyxy, dtype=torch.float32), self.texts[i], rng)
         return {

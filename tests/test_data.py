@@ -215,3 +215,24 @@ def test_split_files_load_with_weights_only(tmp_path):
     torch.save({"not": "a list"}, os.path.join(tmp_path, "splits", "unc", "unc_val.pth"))
     with pytest.raises(ValueError, match="must hold a list of samples"):
         build_dataset("val", make_args(tmp_path, "unc"))
+
+
+def test_cache_images_decodes_each_file_once_and_changes_no_item(tmp_path, monkeypatch):
+    rows = ROWS + [("a.jpg", (12, 22, 40, 50), "the red block again")]
+    make_dataset(tmp_path, "unc", {"train": rows})
+    extra = ("--aug_translate", "--aug_scale", "--aug_crop", "--aug_blur")  # every transform that copies the image
+    plain = build_dataset("train", make_args(tmp_path, "unc", *extra))
+    cached = build_dataset("train", make_args(tmp_path, "unc", *extra, "--cache_images"))
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda path, *a, **k: opened.append(os.path.basename(path)) or
+                        real_open(path, *a, **k))
+    for epoch in range(3):  # augmented differently each epoch, from the same decoded image
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(rows)):
+            a, b = plain[i], cached[i]
+            assert torch.equal(a["img"], b["img"]) and torch.equal(a["box"], b["box"])
+            assert torch.equal(a["img_mask"], b["img_mask"])
+    assert opened.count("a.jpg") == 3 * 2 + 1 and opened.count("b.png") == 3 + 1  # plain: every item; cached: once
+    assert not parse_args("train", []).cache_images

@@ -110,6 +110,9 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--prompt", help="template with {pseudo_query}, e.g. 'find the region that corresponds "
                                     "to the description {pseudo_query}'")
     g.add_argument("--num_workers", type=int)
+    g.add_argument("--cache_images", action="store_true",
+                   help="keep every decoded image in memory after its first use (per process and data-loader "
+                        "worker): faster epochs for data sets that fit in RAM, e.g. the synthetic one on a CPU")
 
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default="./outputs", help="where checkpoints, logs and results go")
