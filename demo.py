@@ -68,7 +68,7 @@ class DemoConfig:
 
 PRESETS: Dict[str, DemoConfig] = {
     "full": DemoConfig(
-        world=dict(image_size=64, n_train_images=2000, n_val_images=200, n_testA_images=150, n_testB_images=150,
+        world=dict(image_size=64, n_train_images=2000, n_val_images=200, n_testA_images=500, n_testB_images=500,
                    min_objects=2, max_objects=3, object_scale=1.5, same_class_rate=0.2,
                    expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1), class_error_rate=0.25, spurious_rate=1.0,
                    duplicate_rate=0.25, box_jitter=0.12, wrong_attribute_rate=0.25, relation_error_rate=0.3,
@@ -79,7 +79,7 @@ PRESETS: Dict[str, DemoConfig] = {
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--vl_enc_layers", "2",
                "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images"],
-        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=1700),
+        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=1200),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
@@ -119,8 +119,10 @@ class Demo:
                 "--seed", str(self.seed), *self.config.train]
 
     def driver_args(self, work_dir: str) -> List[str]:
+        """SSA / MSA driver arguments. ``--force``: a changed preset restarts the driver's steps in the same output
+        folder instead of stopping (the run cache still reuses every unchanged run)."""
         args = ["--dataset", "synthetic", "--data_root", self.data_root, "--split_root", self.split_root,
-                "--work_dir", work_dir, "--launcher", LAUNCHER, "--run_cache", self.run_cache,
+                "--work_dir", work_dir, "--launcher", LAUNCHER, "--run_cache", self.run_cache, "--force",
                 "--delta", str(self.config.delta), "--start", str(self.config.start),
                 "--final_epochs", str(self.config.epochs)]
         if self.config.min_samples is not None:

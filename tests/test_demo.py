@@ -64,6 +64,8 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
 
 def test_quick_demo_with_an_update_budget_gives_every_run_that_many_steps(tmp_path):
     out = tmp_path / "demo"
+    demo.main(["--output_dir", str(out), "--preset", "quick"])
+    # a changed configuration in the same output folder: the SSA / MSA drivers restart their steps, no refusal
     results = demo.main(["--output_dir", str(out), "--preset", "quick", "--update_budget", "40"])
     batch = 16  # the quick preset's --batch_size, one process
     logged = {}
@@ -79,3 +81,4 @@ def test_quick_demo_with_an_update_budget_gives_every_run_that_many_steps(tmp_pa
     ssa_steps = json.loads((out / "ssa" / "ssa_state.json").read_text())["steps"]
     assert ssa_steps["h_0_0"]["reused_from"] == str(out / "runs" / "baseline_all_template")
     assert results["config"]["update_budget"] == 40
+    assert json.loads((out / "results.json").read_text())["config"]["update_budget"] == 40
