@@ -35,6 +35,7 @@ from curriculum.runner import TrainLauncher, file_fingerprint
 from curriculum.selection import prepare_split_root
 from datasets.records import load_split_file, parse_records
 from datasets.synthetic import SyntheticConfig, generate
+from engine import ACCURACY_IOU
 from models.clip_pretrain import TinyClipConfig, pretrain_tiny_clip
 from utils.box_ops import elementwise_iou
 from utils.io import atomic_write_text, write_json
@@ -271,8 +272,8 @@ class Demo:
             largest = torch.tensor([_largest_box(annotations, s.image) for s in samples], dtype=torch.float64)
             for name, pred in (("centre box", centre), ("largest object", largest)):
                 iou = elementwise_iou(pred, gts)
-                out[name][split] = {"accuracy": float((iou >= 0.5).double().mean()), "miou": float(iou.mean()),
-                                    "samples": len(samples)}
+                out[name][split] = {"accuracy": float((iou >= ACCURACY_IOU).double().mean()),
+                                    "miou": float(iou.mean()), "samples": len(samples)}
         return out
 
     # -------------------------------------------------------------------------------------------- report
@@ -347,7 +348,7 @@ def accuracy_by_kind(predictions_jsonl: str, split_file: str) -> Dict[str, Dict[
     with open(predictions_jsonl, encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            hits.setdefault(kinds[row["index"]], []).append(row["iou"] >= 0.5)
+            hits.setdefault(kinds[row["index"]], []).append(row["iou"] >= ACCURACY_IOU)
     return {kind: {"accuracy": sum(h) / len(h), "samples": len(h)} for kind, h in sorted(hits.items())}
 
 

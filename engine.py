@@ -15,6 +15,9 @@ from models.loss import grounding_loss
 from utils.box_ops import cxcywh_to_xyxy, elementwise_iou
 from utils.misc import all_gather_object, is_main_process
 
+ACCURACY_IOU = 0.5
+"""A prediction is correct (accuracy@0.5, the grounding metric) when its IoU with the target is at least this."""
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the message names the step, the samples and the last good checkpoint."""
@@ -129,7 +132,7 @@ class EvalResult:
 
     @property
     def accuracy(self) -> float:
-        return float((self.iou >= 0.5).double().mean()) if len(self.iou) else 0.0
+        return float((self.iou >= ACCURACY_IOU).double().mean()) if len(self.iou) else 0.0
 
     @property
     def mean_iou(self) -> float:
