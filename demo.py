@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from torchvision.ops import box_iou
 
 from curriculum.driver import budget_epochs, default_min_samples
 from curriculum.runner import TrainLauncher, file_fingerprint
@@ -236,7 +237,7 @@ class Demo:
         scores = {}
         for split in SPLITS:
             split_file = os.path.join(self.split_root, "synthetic", f"synthetic_{split}.pth")
-            key = {"checkpoint": file_fingerprint(checkpoint), "split": file_fingerprint(split_file), "by_kind": 1}
+            key = {"checkpoint": file_fingerprint(checkpoint), "split": file_fingerprint(split_file), "fields": 2}
             cached = self._cached(f"eval_{name}_{split}", key)
             if cached is None:
                 out_dir = os.path.join(self.out, "eval", name)
@@ -247,7 +248,8 @@ class Demo:
                                           "--save_predictions", predictions])
                 cached = self._store(f"eval_{name}_{split}", key, {
                     "accuracy": stats[f"{split}_set_accuracy"], "miou": stats[f"{split}_set_miou"],
-                    "samples": stats["samples"], "by_kind": accuracy_by_kind(predictions, split_file)})
+                    "samples": stats["samples"], "by_kind": accuracy_by_kind(predictions, split_file),
+                    "on_object": on_object_rate(predictions, self.scenes())})
             scores[split] = cached
         return scores
 
@@ -256,13 +258,17 @@ class Demo:
         path = os.path.join(self.split_root, "synthetic", f"synthetic_{split}.pth")
         return parse_records(load_split_file(path), "synthetic")[0]
 
+    def scenes(self) -> Dict[str, Any]:
+        """Every image's ground-truth scene (objects and boxes) from the world's ``annotations.json``."""
+        with open(os.path.join(self.data_root, "synthetic", "annotations.json")) as fh:
+            return {entry["image"]: entry for entries in json.load(fh).values() for entry in entries}
+
     def priors(self) -> Dict[str, Dict[str, Dict[str, float]]]:
         """Language-free guesses: the centre box (the mean ground-truth size) and the largest object."""
         train = self.records("train")
         mean_wh = torch.tensor([[s.box_xyxy[2] - s.box_xyxy[0], s.box_xyxy[3] - s.box_xyxy[1]] for s in train]
                                ).mean(0)
-        with open(os.path.join(self.data_root, "synthetic", "annotations.json")) as fh:
-            annotations = {entry["image"]: entry for entries in json.load(fh).values() for entry in entries}
+        annotations = self.scenes()
         out: Dict[str, Dict[str, Dict[str, float]]] = {"centre box": {}, "largest object": {}}
         for split in SPLITS:
             samples = self.records(split)
@@ -352,6 +358,19 @@ def accuracy_by_kind(predictions_jsonl: str, split_file: str) -> Dict[str, Dict[
     return {kind: {"accuracy": sum(h) / len(h), "samples": len(h)} for kind, h in sorted(hits.items())}
 
 
+def on_object_rate(predictions_jsonl: str, scenes: Dict[str, Any]) -> float:
+    """Share of predicted boxes that match some object of their image (IoU >= ACCURACY_IOU with any ground-truth
+    shape, the target or another): how often a model localises an object at all, whichever it picks."""
+    hits = []
+    with open(predictions_jsonl, encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            boxes = torch.tensor([o["box"] for o in scenes[row["image"]]["objects"]], dtype=torch.float64)
+            iou = box_iou(torch.tensor([row["pred_xyxy"]], dtype=torch.float64), boxes)
+            hits.append(bool((iou >= ACCURACY_IOU).any()))
+    return sum(hits) / len(hits)
+
+
 def results_markdown(results: Dict[str, Any]) -> str:
     """The demo's result table (accuracy@0.5 in %, mean IoU in brackets)."""
     lines = ["| model | train samples | " + " | ".join(SPLITS) + " |", "|---|---:|" + "---:|" * len(SPLITS)]
@@ -368,6 +387,12 @@ def results_markdown(results: Dict[str, Any]) -> str:
         for name, by_kind in models.items():
             cells = [f"{100 * by_kind[k]['accuracy']:.1f}" if k in by_kind else "-" for k in kinds]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    located = {name: scores for name, scores in results["results"].items() if "on_object" in scores["val"]}
+    if located:
+        lines += ["", "predicted box on some object (IoU >= 0.5 with any shape, the target or another), %:", "",
+                  "| model | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
+        for name, scores in located.items():
+            lines.append(f"| {name} | " + " | ".join(f"{100 * scores[s]['on_object']:.1f}" for s in SPLITS) + " |")
     ssa = results["ssa"]
     notes = [f"SSA threshold h* = {ssa['h_star']:g}; MSA order: {', '.join(results['msa']['order'])}.",
              f"Accuracy@0.5 in %, mean IoU in brackets; seed {results['seed']}; {results['seconds']:.0f} s."]

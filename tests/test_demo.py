@@ -31,6 +31,9 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
             assert set(by_kind) <= set(KINDS) and sum(k["samples"] for k in by_kind.values()) == score["samples"]
             hits = sum(k["accuracy"] * k["samples"] for k in by_kind.values())
             assert abs(hits - score["accuracy"] * score["samples"]) < 1e-6
+            # a box on its target is on an object (one sample of slack: the two IoUs are computed in different
+            # coordinates, canvas and original pixels)
+            assert score["accuracy"] - 1 / score["samples"] <= score["on_object"] <= 1.0
     assert on_disk["msa"]["order"] == ["template", "caption", "relation"]
     assert 0.0 <= on_disk["ssa"]["h_star"] <= 1.0
     for figure in on_disk["figures"]:
@@ -39,6 +42,7 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
                                                                   "msa_reliability_matrix.png"}
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in MODELS) and "by expression kind" in table
+    assert "predicted box on some object" in table
     assert table in capsys.readouterr().out
 
     # the tiny CLIP is an OpenAI-format file every run loaded through --model PATH
@@ -82,3 +86,14 @@ def test_quick_demo_with_an_update_budget_gives_every_run_that_many_steps(tmp_pa
     assert ssa_steps["h_0_0"]["reused_from"] == str(out / "runs" / "baseline_all_template")
     assert results["config"]["update_budget"] == 40
     assert json.loads((out / "results.json").read_text())["config"]["update_budget"] == 40
+
+
+def test_on_object_rate_counts_boxes_on_any_shape(tmp_path):
+    scenes = {"a.jpg": {"objects": [{"box": [0, 0, 10, 10]}, {"box": [20, 20, 40, 40]}]}}
+    rows = [{"image": "a.jpg", "pred_xyxy": [0, 0, 10, 9]},      # the first shape (IoU 0.9)
+            {"image": "a.jpg", "pred_xyxy": [21, 20, 40, 41]},    # the second shape
+            {"image": "a.jpg", "pred_xyxy": [5, 5, 25, 25]},      # between the two: on neither
+            {"image": "a.jpg", "pred_xyxy": [0, 0, 10, 20]}]      # IoU exactly 0.5 with the first: counts
+    path = tmp_path / "val.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert demo.on_object_rate(str(path), scenes) == 0.75
