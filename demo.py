@@ -112,6 +112,7 @@ class Demo:
         self.pseudo_dir = os.path.join(self.out, "pseudo")
         self.runs = os.path.join(self.out, "runs")
         self.run_cache = os.path.join(self.out, "run_cache")
+        self._scenes: Optional[Dict[str, Any]] = None
         os.makedirs(self.out, exist_ok=True)
 
     # -------------------------------------------------------------------------------------------- shared
@@ -259,9 +260,11 @@ class Demo:
         return parse_records(load_split_file(path), "synthetic")[0]
 
     def scenes(self) -> Dict[str, Any]:
-        """Every image's ground-truth scene (objects and boxes) from the world's ``annotations.json``."""
-        with open(os.path.join(self.data_root, "synthetic", "annotations.json")) as fh:
-            return {entry["image"]: entry for entries in json.load(fh).values() for entry in entries}
+        """Every image's ground-truth scene (objects and boxes) from the world's ``annotations.json`` (read once)."""
+        if self._scenes is None:
+            with open(os.path.join(self.data_root, "synthetic", "annotations.json")) as fh:
+                self._scenes = {entry["image"]: entry for entries in json.load(fh).values() for entry in entries}
+        return self._scenes
 
     def priors(self) -> Dict[str, Dict[str, Dict[str, float]]]:
         """Language-free guesses: the centre box (the mean ground-truth size) and the largest object."""
