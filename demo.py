@@ -392,8 +392,8 @@ def results_markdown(results: Dict[str, Any]) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     located = {name: scores for name, scores in results["results"].items() if "on_object" in scores["val"]}
     if located:
-        lines += ["", "predicted box on some object (IoU >= 0.5 with any shape, the target or another), %:", "",
-                  "| model | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
+        title = f"predicted box on some object (IoU >= {ACCURACY_IOU:g} with any shape, the target or another), %:"
+        lines += ["", title, "", "| model | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
         for name, scores in located.items():
             lines.append(f"| {name} | " + " | ".join(f"{100 * scores[s]['on_object']:.1f}" for s in SPLITS) + " |")
     ssa = results["ssa"]
