@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torchvision.ops import box_iou
 
-from curriculum.driver import budget_epochs, default_min_samples
+from curriculum.driver import budget_epochs, budget_train_args, default_min_samples
 from curriculum.runner import TrainLauncher, file_fingerprint
 from curriculum.selection import prepare_split_root
 from datasets.records import load_split_file, parse_records
@@ -64,7 +64,7 @@ class DemoConfig:
     start: float = 0.5
     min_samples: Optional[int] = None
     update_budget: Optional[int] = None
-    """With a value, every CLIP-VG run trains for the fewest epochs giving that many optimizer steps (the drivers'
+    """With a value, every CLIP-VG run trains for exactly that many optimizer steps (the drivers'
     ``--update_budget``) instead of ``epochs`` / ``supervised_epochs``."""
 
 
@@ -194,7 +194,8 @@ class Demo:
                train_split: str = "train_pseudo") -> Dict[str, Any]:
         epochs = budget_epochs(len(samples), epochs, self.config.update_budget,
                                default_min_samples(self.config.train, LAUNCHER))
-        launcher = TrainLauncher(LAUNCHER, common_args=[*self.train_args(), *extra], run_cache=self.run_cache)
+        common = budget_train_args([*self.train_args(), *extra], self.config.update_budget)
+        launcher = TrainLauncher(LAUNCHER, common_args=common, run_cache=self.run_cache)
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
                               samples, epochs, train_split=train_split, tag=name)
         result = record["result"]
@@ -411,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the world, the CLIP and every run")
     p.add_argument("--device", default="cpu", help="device of every run (default cpu)")
     p.add_argument("--update_budget", type=int,
-                   help="train every CLIP-VG run for the fewest epochs giving this many optimizer steps instead of "
-                        "the preset's fixed epochs (the same number of updates for every model compared)")
+                   help="train every CLIP-VG run for exactly this many optimizer steps instead of the preset's "
+                        "budget or fixed epochs (the same number of updates for every model compared)")
     return p
 
 

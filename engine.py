@@ -46,21 +46,29 @@ class TrainStats:
 
     def as_dict(self, prefix: str = "train_") -> Dict[str, float]:
         return {f"{prefix}loss": self.loss, f"{prefix}l1": self.l1, f"{prefix}giou": self.giou, "lr": self.lr,
-                f"{prefix}samples_per_s": self.samples / max(self.seconds, 1e-9)}
+                f"{prefix}steps": self.steps, f"{prefix}samples_per_s": self.samples / max(self.seconds, 1e-9)}
+
+
+def steps_in_epoch(epoch: int, steps_per_epoch: int, max_steps: Optional[int]) -> Optional[int]:
+    """Optimizer steps of ``epoch`` in a run capped at ``max_steps`` in total (None: the whole epoch)."""
+    if max_steps is None:
+        return None
+    return max(0, min(steps_per_epoch, max_steps - epoch * steps_per_epoch))
 
 
 def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
                     device: torch.device, epoch: int, *, amp: str = "off", max_norm: float = 0.0,
                     scaler: Optional[torch.amp.GradScaler] = None, writer: Any = None, global_step: int = 0,
-                    check_every: int = 10, last_checkpoint: str = "", world_size: int = 1) -> TrainStats:
-    """One pass over ``loader``. Loss terms stay on the device; they are read back (and checked for NaN/inf)
+                    check_every: int = 10, last_checkpoint: str = "", world_size: int = 1,
+                    max_steps: Optional[int] = None) -> TrainStats:
+    """One pass over ``loader`` (its first ``max_steps`` batches with a value). Loss terms stay on the device; they are read back (and checked for NaN/inf)
     every ``check_every`` steps, so there is no host sync per step. A non-finite loss raises
     ``NonFiniteLossError`` naming the step, its samples' indices and the last good checkpoint."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     window: List[tuple[int, torch.Tensor, torch.Tensor]] = []
-    n_steps = len(loader)
+    n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
     start = time.perf_counter()
     samples = 0
     bar = tqdm(total=n_steps, desc=f"epoch {epoch}", disable=not is_main_process(), dynamic_ncols=True,
@@ -79,6 +87,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
         window.clear()
 
     for step, batch in enumerate(loader):
+        if step == n_steps:
+            break
         batch = _to_device(batch, device)
         with autocast(device, amp):
             pred = model(batch["img"], batch["img_mask"], batch["text"])

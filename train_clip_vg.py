@@ -134,6 +134,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if len(train_loader) == 0:
         raise SystemExit(f"the training split has {len(dataset_train)} usable samples, fewer than one batch of "
                          f"--batch_size {args.batch_size} per process: lower --batch_size")
+    if args.max_steps:
+        epochs = -(-args.max_steps // len(train_loader))
+        if epochs != args.epochs:
+            print(f"| --max_steps {args.max_steps}: {epochs} epochs of {len(train_loader)} steps (--epochs "
+                  f"{args.epochs} replaced)")
+            args.epochs = epochs
     log_path = os.path.join(out_dir, "log.txt")
     if is_main_process() and start_epoch == 0:
         append_log_line(log_path, str(args), truncate=True)
@@ -149,7 +155,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         train_stats = engine.train_one_epoch(
             model, train_loader, optimizer, device, epoch, amp=args.amp, max_norm=args.clip_max_norm,
             scaler=scaler, writer=writer, global_step=epoch * len(train_loader), last_checkpoint=last_ckpt,
-            world_size=args.world_size)
+            world_size=args.world_size, max_steps=engine.steps_in_epoch(epoch, len(train_loader), args.max_steps))
         scheduler.step()
         val = engine.evaluate(model, val_loader, device, args.amp, desc="val")
         improved = val.accuracy > best_accu or best_epoch < 0

@@ -58,12 +58,18 @@ def default_min_samples(train_args: Sequence[str], launcher: str) -> int:
 
 
 def budget_epochs(n_samples: int, epochs: int, update_budget: Optional[int], samples_per_step: int) -> int:
-    """Epochs of a run on ``n_samples``: ``epochs``, or with an ``update_budget`` the fewest epochs that make at least
-    that many optimizer steps (``n_samples // samples_per_step`` per epoch: training drops the last incomplete
-    batch), so runs on fewer samples get as many updates as runs on more."""
+    """Epochs of a run on ``n_samples``: ``epochs``, or with an ``update_budget`` the fewest epochs that hold that many
+    optimizer steps (``n_samples // samples_per_step`` per epoch: training drops the last incomplete batch; the last
+    epoch is cut short by :func:`budget_train_args`), so runs on fewer samples get as many updates as runs on more."""
     if not update_budget:
         return epochs
     return -(-update_budget // max(1, n_samples // samples_per_step))
+
+
+def budget_train_args(train_args: Sequence[str], update_budget: Optional[int]) -> List[str]:
+    """Training arguments of every run under ``update_budget``: exactly that many optimizer steps (the training
+    script's ``--max_steps``), so no run overshoots the budget by the rest of an epoch."""
+    return [*train_args, "--max_steps", str(update_budget)] if update_budget else list(train_args)
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,9 +96,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                         "candidate is the final model and no extra run is made)")
     p.add_argument("--measurer_epochs", type=int, help="epochs of measurer training (default: --final_epochs)")
     p.add_argument("--update_budget", type=int,
-                   help="instead of a fixed number of epochs, train every run (measurers, candidates, final) for the "
-                        "fewest epochs that make at least this many optimizer steps, so that a candidate on fewer "
-                        "samples is not also trained less (default: the fixed epochs above)")
+                   help="instead of a fixed number of epochs, train every run (measurers, candidates, final) for "
+                        "exactly this many optimizer steps (the training script's --max_steps), so that a candidate "
+                        "on fewer samples is not also trained less (default: the fixed epochs above)")
     p.add_argument("--score_args", default="",
                    help="extra arguments for the scoring script only, e.g. --score_args='--batch_size 128'")
     p.add_argument("--min_samples", type=int,
@@ -111,6 +117,8 @@ def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None
     args.samples_per_step = default_min_samples(train_args, args.launcher)
     if args.min_samples is None:
         args.min_samples = args.samples_per_step
+    if args.update_budget and "max_steps" in given_flags(train_args):
+        raise SystemExit("--update_budget sets --max_steps of every run: do not pass --max_steps after --")
     for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples", "update_budget"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -138,9 +146,11 @@ def common_options(args: argparse.Namespace, train_args: Sequence[str]) -> Dict[
 
 
 def make_launchers(args: argparse.Namespace, train_args: Sequence[str]) -> Tuple[TrainLauncher, ScoreLauncher]:
-    """The training and scoring launchers (scoring gets the training arguments, then ``--score_args``)."""
+    """The training and scoring launchers (scoring gets the training arguments, then ``--score_args``; training
+    also gets ``--max_steps`` with an update budget)."""
     echo = "all" if args.verbose else "progress"
-    train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo, run_cache=args.run_cache)
+    train = TrainLauncher(args.launcher, args.train_script, budget_train_args(train_args, args.update_budget),
+                          echo=echo, run_cache=args.run_cache)
     score = ScoreLauncher(args.launcher, args.score_script, [*train_args, *shlex.split(args.score_args)],
                           echo=echo, run_cache=args.run_cache)
     return train, score

@@ -518,21 +518,25 @@ def test_a_live_earlier_attempt_or_driver_is_not_run_over(world):
     assert launcher.run(str(run_dir), "unc", "img", str(world / "splits"), samples, epochs=2)["result"]["epochs"] == 2
 
 
-def test_update_budget_gives_every_run_at_least_that_many_steps(world):
+def test_update_budget_gives_every_run_exactly_that_many_steps(world):
     assert budget_epochs(100, 7, None, 4) == 7  # no budget: the fixed epochs
     assert budget_epochs(100, 7, 50, 4) == 2 and budget_epochs(10, 7, 50, 4) == 25 and budget_epochs(3, 7, 5, 4) == 5
     result = ssa.main(common_argv(world, "ssa", "--update_budget", "30"))
     state = json.load(open(world / "ssa" / "ssa_state.json"))
     trained = [step for step in state["steps"].values() if step.get("kind") == "train"]
     assert trained and state["options"]["update_budget"] == 30
-    for step in trained:  # batch 4, one process: n // 4 steps per epoch, at least 30 steps in all
-        epochs = int(step["command"][step["command"].index("--epochs") + 1])
+    for step in trained:  # batch 4, one process: n // 4 steps per epoch; the epochs that hold 30 steps, cut at 30
+        command = step["command"]
+        epochs = int(command[command.index("--epochs") + 1])
         per_epoch = step["n_samples"] // 4
         assert epochs * per_epoch >= 30 > (epochs - 1) * per_epoch, step
+        assert command[command.index("--max_steps") + 1] == "30"
     assert len({int(s["command"][s["command"].index("--epochs") + 1]) for s in trained}) > 1
     assert result["h_star"] is not None
     with pytest.raises(SystemExit, match="--update_budget 0"):
         ssa.main(common_argv(world, "ssa2", "--update_budget", "0"))
+    with pytest.raises(SystemExit, match="do not pass --max_steps"):
+        ssa.main([*common_argv(world, "ssa3", "--update_budget", "30"), "--max_steps", "5"])
 
 
 def test_default_min_samples_is_one_batch_per_process():

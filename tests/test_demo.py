@@ -80,6 +80,8 @@ def test_quick_demo_with_an_update_budget_gives_every_run_that_many_steps(tmp_pa
                                  ("synthetic_train.pth" if name == "supervised" else "synthetic_train_pseudo.pth"),
                                  weights_only=False))
         assert epochs == budget_epochs(samples, 1, 40, batch) and epochs * (samples // batch) >= 40
+        rows = [json.loads(line) for line in (out / "runs" / name / "output" / "log.txt").read_text().splitlines()[1:]]
+        assert sum(r["train_steps"] for r in rows) == 40 and len(rows) == epochs
         logged[name] = epochs
     assert logged["supervised"] > logged["baseline_all_template"]  # fewer samples, more epochs
     ssa_steps = json.loads((out / "ssa" / "ssa_state.json").read_text())["steps"]

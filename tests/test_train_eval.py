@@ -120,6 +120,17 @@ def test_resume_continues_exactly(world, tmp_path):
     assert epochs == [0, 1, 2]
 
 
+def test_max_steps_trains_exactly_that_many_steps(world, tmp_path):
+    """8 samples in batches of 2: 4 steps per epoch; --max_steps 6 makes 2 epochs (the schedule's length), the second
+    cut after 2 steps, whatever --epochs says."""
+    summary = train_clip_vg.main(common(world, tmp_path, "--batch_size", "2", "--epochs", "5", "--max_steps", "6",
+                                        "--lr_scheduler", "cosine"))
+    rows = [json.loads(l) for l in (tmp_path / "log.txt").read_text().splitlines()[1:]]
+    assert [r["train_steps"] for r in rows] == [4, 2] and summary["epochs"] == 2
+    with pytest.raises(SystemExit, match="--max_steps 0: must be at least 1"):
+        train_clip_vg.main(common(world, tmp_path / "zero", "--max_steps", "0"))
+
+
 def test_predictions_map_back_to_original_pixels(world, tmp_path):
     """A prediction equal to the target, mapped through the inverse of resize and padding, gives the file's box."""
     import engine

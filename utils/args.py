@@ -65,6 +65,9 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--batch_size", type=int, help="batch size per process")
     g.add_argument("--weight_decay", default=1e-4, type=float)
     g.add_argument("--epochs", default=90, type=int)
+    g.add_argument("--max_steps", type=int,
+                   help="train for exactly this many optimizer steps: --epochs becomes the fewest epochs holding "
+                        "them (the schedule's length) and the last one stops early (default: whole --epochs)")
     g.add_argument("--lr_power", default=0.9, type=float, help="poly schedule power")
     g.add_argument("--lr_exponential", default=0.9, type=float, help="exponential schedule base")
     g.add_argument("--clip_max_norm", default=0.0, type=float, help="gradient clipping max norm (0: off)")
@@ -202,4 +205,6 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     args.given_flags = sorted(given_flags(argv))
     if args.max_query_len < 2 or args.max_query_len > 77:
         raise SystemExit(f"--max_query_len {args.max_query_len}: must be between 2 and CLIP's 77")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise SystemExit(f"--max_steps {args.max_steps}: must be at least 1")
     return args
