@@ -143,6 +143,8 @@ class SyntheticConfig:
     too, 40% of the time), which makes spatial and relational language necessary. ``expression_mix`` weighs the
     ground-truth kinds in :data:`KINDS` order (a kind that has no valid expression falls back to another).
     ``object_scale`` multiplies every shape's extent (:data:`SIZE_EXTENT`, scaled with ``image_size``).
+    ``class_textures``: each class is filled with its own pattern (:func:`class_texture`), so that a tiny CLIP at low
+    resolution can tell classes apart by texture, not only by outline.
     """
     seed: int = 0
     image_size: int = 128
@@ -168,6 +170,7 @@ class SyntheticConfig:
     caption_error_rate: float = 0.15
     relation_error_rate: float = 0.15
     jpeg_quality: int = 90
+    class_textures: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expression_mix", tuple(float(v) for v in self.expression_mix))
@@ -187,6 +190,8 @@ class SyntheticConfig:
                              f"got {self.max_objects}")
         if not (isinstance(self.object_scale, (int, float)) and 0.5 <= self.object_scale <= 2.0):
             raise ValueError(f"SyntheticConfig.object_scale must be in [0.5, 2], got {self.object_scale!r}")
+        if not isinstance(self.class_textures, bool):
+            raise ValueError(f"SyntheticConfig.class_textures must be true or false, got {self.class_textures!r}")
         if self.jpeg_quality > 100:
             raise ValueError(f"SyntheticConfig.jpeg_quality must be <= 100, got {self.jpeg_quality}")
         for name in ("same_class_rate", "miss_rate", "class_error_rate", "wrong_attribute_rate", "duplicate_rate",
@@ -553,25 +558,61 @@ def _background(rng: np.random.Generator, side: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def render_scene(scene: Scene, rng: np.random.Generator) -> Image.Image:
-    """The scene as an RGB image: textured background, shapes drawn at twice the size, then box-downsampled."""
+TEXTURE_PERIOD = 6
+"""Period in pixels of the class textures at the drawing scale (3 pixels in the image)."""
+_TEXTURE_DARKEN = 0.45
+
+
+def class_texture(category: str, side: int) -> np.ndarray:
+    """(side, side) bool mask of the pixels a shape of ``category`` keeps at full brightness (the others are
+    darkened): one pattern per class in :data:`CLASSES` order: solid, horizontal stripes, vertical stripes,
+    diagonal stripes, checks, dots, anti-diagonal stripes, grid."""
+    y, x = np.mgrid[0:side, 0:side]
+    half, p = TEXTURE_PERIOD // 2, TEXTURE_PERIOD
+    patterns = [
+        np.ones((side, side), dtype=bool),
+        (y // half) % 2 == 0,
+        (x // half) % 2 == 0,
+        ((x + y) // half) % 2 == 0,
+        ((x // half) + (y // half)) % 2 == 0,
+        ~((x % p < half) & (y % p < half)),
+        ((x - y) // half) % 2 == 0,
+        (x % p >= 2) & (y % p >= 2),
+    ]
+    return patterns[CLASSES.index(category)]
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, obj: SceneObject, scale: int, fill: Any, edge: Any) -> None:
+    kind, geo = _shape_outline(obj.category, obj.pose)
+    if kind == "polygon":
+        draw.polygon([(x * scale, y * scale) for x, y in geo], fill=fill, outline=edge, width=2)
+    elif kind == "chord":
+        bbox, start, end = geo
+        draw.chord([v * scale for v in bbox], start, end, fill=fill, outline=edge, width=2)
+    elif kind == "ring":
+        draw.ellipse([v * scale for v in geo], outline=fill, width=max(3, round(obj.pose.extent * 0.22 * scale)))
+    else:
+        draw.ellipse([v * scale for v in geo], fill=fill, outline=edge, width=2)
+
+
+def render_scene(scene: Scene, rng: np.random.Generator, textured: bool = False) -> Image.Image:
+    """The scene as an RGB image: textured background, shapes drawn at twice the size, then box-downsampled.
+    ``textured``: each shape's pixels outside its class's :func:`class_texture` are darkened (no extra random
+    draws, so the image is otherwise the same)."""
     scale = 2
-    canvas = Image.fromarray(_background(rng, scene.width)).resize((scene.width * scale, scene.height * scale),
-                                                                    Image.NEAREST)
+    side = scene.width * scale
+    canvas = Image.fromarray(_background(rng, scene.width)).resize((side, scene.height * scale), Image.NEAREST)
     draw = ImageDraw.Draw(canvas)
     for obj in scene.objects:
         rgb = tuple(int(v) for v in np.clip(np.array(COLOURS[obj.colour]) + rng.integers(-18, 19, 3), 0, 255))
-        edge = tuple(int(v * 0.55) for v in rgb)
-        kind, geo = _shape_outline(obj.category, obj.pose)
-        if kind == "polygon":
-            draw.polygon([(x * scale, y * scale) for x, y in geo], fill=rgb, outline=edge, width=2)
-        elif kind == "chord":
-            bbox, start, end = geo
-            draw.chord([v * scale for v in bbox], start, end, fill=rgb, outline=edge, width=2)
-        elif kind == "ring":
-            draw.ellipse([v * scale for v in geo], outline=rgb, width=max(3, round(obj.pose.extent * 0.22 * scale)))
-        else:
-            draw.ellipse([v * scale for v in geo], fill=rgb, outline=edge, width=2)
+        _draw_shape(draw, obj, scale, rgb, tuple(int(v * 0.55) for v in rgb))
+        if textured:
+            mask = Image.new("L", canvas.size, 0)
+            _draw_shape(ImageDraw.Draw(mask), obj, scale, 255, 255)
+            dark = (np.asarray(mask) > 0) & ~class_texture(obj.category, side)[:canvas.size[1], :canvas.size[0]]
+            pixels = np.asarray(canvas).copy()
+            pixels[dark] = (pixels[dark] * _TEXTURE_DARKEN).astype(np.uint8)
+            canvas.paste(Image.fromarray(pixels))
     return canvas.reduce(scale)
 
 
@@ -1180,11 +1221,11 @@ def generate(data_root: str, split_root: str, config: Optional[SyntheticConfig] 
     os.makedirs(paths["pretrain_images"], exist_ok=True)
     for split, scenes in world.splits.items():
         for index, scene in enumerate(scenes):
-            image = render_scene(scene, _rng(config, "render", split, index))
+            image = render_scene(scene, _rng(config, "render", split, index), config.class_textures)
             atomic_write_bytes(os.path.join(paths["images"], scene.image), _jpeg_bytes(image, config.jpeg_quality),
                                durable=False)
     for index, (scene, _) in enumerate(world.pretrain):
-        image = render_scene(scene, _rng(config, "render", "pretrain", index))
+        image = render_scene(scene, _rng(config, "render", "pretrain", index), config.class_textures)
         atomic_write_bytes(os.path.join(paths["pretrain_images"], scene.image),
                            _jpeg_bytes(image, config.jpeg_quality), durable=False)
     _remove_stale_images(paths["images"], {s.image for scenes in world.splits.values() for s in scenes})
@@ -1217,6 +1258,8 @@ def _parser() -> argparse.ArgumentParser:
         if f.name == "expression_mix":
             parser.add_argument("--expression_mix", type=lambda s: tuple(float(v) for v in s.split(",")),
                                 default=f.default, help=f"comma-separated weights for {', '.join(KINDS)}")
+        elif isinstance(f.default, bool):
+            parser.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, default=f.default)
         else:
             parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
     return parser

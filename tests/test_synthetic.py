@@ -13,8 +13,8 @@ from PIL import Image
 
 from datasets import build_dataset
 from datasets.synthetic import (CLASSES, COLOURS, FAMILIES, KINDS, SPLITS, ExpressionSpec, Pose, Scene,
-                                SceneObject, SyntheticConfig, build_world, describe_matches, generate, main,
-                                output_paths, relation_holds)
+                                SceneObject, SyntheticConfig, _rng, build_world, class_texture, describe_matches,
+                                generate, main, output_paths, relation_holds, render_scene)
 from utils.args import parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,6 +178,32 @@ def test_object_scale_enlarges_every_shape_and_keeps_them_in_the_image():
                           / sum(o.size == size for o in objects) for size in ("small", "medium", "large")}
     for size in ("small", "medium", "large"):
         assert 1.35 < extents[1.5][size] / extents[1.0][size] < 1.65, size
+
+
+def test_class_textures_only_darken_shapes_with_one_pattern_per_class(tmp_path):
+    patterns = [class_texture(c, 64) for c in CLASSES]
+    assert patterns[0].all() and all(0.3 < p.mean() < 0.8 for p in patterns[1:])
+    assert len({p.tobytes() for p in patterns}) == len(CLASSES)
+    config = dataclasses.replace(TINY, image_size=64, class_textures=True)
+    world = build_world(config)
+    assert world.splits == build_world(dataclasses.replace(config, class_textures=False)).splits  # same scenes
+    changed = 0
+    for index, scene in enumerate(world.splits["train"]):
+        plain = np.asarray(render_scene(scene, _rng(config, "render", "train", index))).astype(int)
+        textured = np.asarray(render_scene(scene, _rng(config, "render", "train", index), True)).astype(int)
+        inside = np.zeros(plain.shape[:2], dtype=bool)
+        for obj in scene.objects:
+            x1, y1, x2, y2 = (int(v) for v in obj.box)
+            inside[max(0, y1 - 1):y2 + 2, max(0, x1 - 1):x2 + 2] = True
+        assert (textured[~inside] == plain[~inside]).all()  # the background is untouched
+        assert (textured <= plain).all()  # textures only darken
+        changed += int((textured != plain).any())
+    assert changed >= len(world.splits["train"]) - 1  # a scene of circles only is the one way to stay unchanged
+    args = ["--data_root", str(tmp_path / "d"), "--split_root", str(tmp_path / "s"), "--seed", "3",
+            "--n_train_images", "2", "--n_val_images", "1", "--n_testA_images", "1", "--n_testB_images", "1",
+            "--n_pretrain", "0", "--image_size", "64", "--class_textures"]
+    main(args)
+    assert json.loads((tmp_path / "d" / "synthetic" / "world.json").read_text())["config"]["class_textures"] is True
 
 
 def test_test_splits_target_one_family_each_and_val_mixes_both():
