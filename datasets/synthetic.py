@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -563,10 +564,8 @@ TEXTURE_PERIOD = 6
 _TEXTURE_DARKEN = 0.45
 
 
-def class_texture(category: str, side: int) -> np.ndarray:
-    """(side, side) bool mask of the pixels a shape of ``category`` keeps at full brightness (the others are
-    darkened): one pattern per class in :data:`CLASSES` order: solid, horizontal stripes, vertical stripes,
-    diagonal stripes, checks, dots, anti-diagonal stripes, grid."""
+@functools.lru_cache(maxsize=8)
+def _textures(side: int) -> np.ndarray:
     y, x = np.mgrid[0:side, 0:side]
     half, p = TEXTURE_PERIOD // 2, TEXTURE_PERIOD
     patterns = [
@@ -579,7 +578,16 @@ def class_texture(category: str, side: int) -> np.ndarray:
         ((x - y) // half) % 2 == 0,
         (x % p >= 2) & (y % p >= 2),
     ]
-    return patterns[CLASSES.index(category)]
+    stacked = np.stack(patterns)
+    stacked.flags.writeable = False
+    return stacked
+
+
+def class_texture(category: str, side: int) -> np.ndarray:
+    """(side, side) bool mask (read-only) of the pixels a shape of ``category`` keeps at full brightness (the others
+    are darkened): one pattern per class in :data:`CLASSES` order: solid, horizontal stripes, vertical stripes,
+    diagonal stripes, checks, dots, anti-diagonal stripes, grid."""
+    return _textures(side)[CLASSES.index(category)]
 
 
 def _draw_shape(draw: ImageDraw.ImageDraw, obj: SceneObject, scale: int, fill: Any, edge: Any) -> None:
@@ -607,12 +615,13 @@ def render_scene(scene: Scene, rng: np.random.Generator, textured: bool = False)
         rgb = tuple(int(v) for v in np.clip(np.array(COLOURS[obj.colour]) + rng.integers(-18, 19, 3), 0, 255))
         _draw_shape(draw, obj, scale, rgb, tuple(int(v * 0.55) for v in rgb))
         if textured:
+            x1, y1, x2, y2 = (max(0, min(side, int(v * scale) + d)) for v, d in zip(obj.box, (-2, -2, 3, 3)))
             mask = Image.new("L", canvas.size, 0)
             _draw_shape(ImageDraw.Draw(mask), obj, scale, 255, 255)
-            dark = (np.asarray(mask) > 0) & ~class_texture(obj.category, side)[:canvas.size[1], :canvas.size[0]]
-            pixels = np.asarray(canvas).copy()
-            pixels[dark] = (pixels[dark] * _TEXTURE_DARKEN).astype(np.uint8)
-            canvas.paste(Image.fromarray(pixels))
+            dark = (np.asarray(mask)[y1:y2, x1:x2] > 0) & ~class_texture(obj.category, side)[y1:y2, x1:x2]
+            region = np.asarray(canvas.crop((x1, y1, x2, y2))).copy()
+            region[dark] = (region[dark] * _TEXTURE_DARKEN).astype(np.uint8)
+            canvas.paste(Image.fromarray(region), (x1, y1))
     return canvas.reduce(scale)
 
 
