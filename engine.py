@@ -60,8 +60,9 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
                     device: torch.device, epoch: int, *, amp: str = "off", max_norm: float = 0.0,
                     scaler: Optional[torch.amp.GradScaler] = None, writer: Any = None, global_step: int = 0,
                     check_every: int = 10, last_checkpoint: str = "", world_size: int = 1,
-                    max_steps: Optional[int] = None) -> TrainStats:
-    """One pass over ``loader`` (its first ``max_steps`` batches with a value). Loss terms stay on the device; they are read back (and checked for NaN/inf)
+                    max_steps: Optional[int] = None, step_scheduler: Any = None) -> TrainStats:
+    """One pass over ``loader`` (its first ``max_steps`` batches with a value); ``step_scheduler`` (an LR scheduler
+    advanced per optimizer step) steps after every update. Loss terms stay on the device; they are read back (and checked for NaN/inf)
     every ``check_every`` steps, so there is no host sync per step. A non-finite loss raises
     ``NonFiniteLossError`` naming the step, its samples' indices and the last good checkpoint."""
     model.train()
@@ -107,6 +108,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
             scaler.update()
         else:
             optimizer.step()
+        if step_scheduler is not None:
+            step_scheduler.step()
         detached = torch.stack([terms["loss"].detach(), terms["l1"].detach(), terms["giou"].detach()])
         sums += detached.double()
         window.append((step, detached[0], batch["index"].detach().cpu()))
@@ -211,8 +214,18 @@ def prediction_rows(result: EvalResult, dataset: Any, imsize: int) -> List[Dict[
     return rows
 
 
-def learning_rate_lambda(args: Any):
-    """The per-epoch multiplier of the official schedules (``step`` is handled by StepLR)."""
+def learning_rate_lambda(args: Any, total_steps: Optional[int] = None):
+    """The per-epoch multiplier of the official schedules (``step`` is handled by StepLR); with ``args.lr_per_step``
+    a function of the optimizer step instead, the same curve over ``total_steps`` steps (fractional epochs)."""
+    per_epoch = _epoch_multiplier(args)
+    if not getattr(args, "lr_per_step", False):
+        return per_epoch
+    if not total_steps:
+        raise ValueError("--lr_per_step needs the run's number of optimizer steps")
+    return lambda step: per_epoch(step * args.epochs / total_steps)
+
+
+def _epoch_multiplier(args: Any):
     if args.lr_scheduler == "poly":
         return lambda epoch: (1 - epoch / args.epochs) ** args.lr_power
     if args.lr_scheduler == "halfdecay":

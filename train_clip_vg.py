@@ -37,12 +37,13 @@ def build_optimizer(params: List[torch.nn.Parameter], args: argparse.Namespace,
     return torch.optim.RMSprop(params, lr=args.lr, weight_decay=args.weight_decay)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer,
-                    args: argparse.Namespace) -> torch.optim.lr_scheduler.LRScheduler:
-    """The official per-epoch schedules: step (x0.1 every --lr_drop), poly, halfdecay, cosine, exponential."""
+def build_scheduler(optimizer: torch.optim.Optimizer, args: argparse.Namespace,
+                    total_steps: Optional[int] = None) -> torch.optim.lr_scheduler.LRScheduler:
+    """The official per-epoch schedules: step (x0.1 every --lr_drop), poly, halfdecay, cosine, exponential; with
+    ``--lr_per_step`` the multiplier schedules advance per optimizer step over ``total_steps``."""
     if args.lr_scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, args.lr_drop)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, engine.learning_rate_lambda(args))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, engine.learning_rate_lambda(args, total_steps))
 
 
 def scheduler_state_for(sched_state: Dict[str, Any], optimizer: torch.optim.Optimizer,
@@ -65,8 +66,13 @@ def scheduler_state_for(sched_state: Dict[str, Any], optimizer: torch.optim.Opti
 
 
 def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimizer,
-                            scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+                            scheduler: torch.optim.lr_scheduler.LRScheduler, args: argparse.Namespace) -> None:
     where = ckpt.get("checkpoint_path", "checkpoint")
+    stored = ckpt.get("args")
+    stored = vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
+    if bool(stored.get("lr_per_step", False)) != args.lr_per_step:
+        raise SystemExit(f"--resume {where}: it was trained with{'' if stored.get('lr_per_step') else 'out'} "
+                         "--lr_per_step; resume with the same setting (or start from it with --retrain)")
     opt_state = ckpt.get("optimizer")
     if opt_state is None:
         print("| checkpoint holds no optimizer state: the optimizer starts fresh")
@@ -111,19 +117,6 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         model = torch.compile(model)
 
     params = [p for p in model_without_ddp.parameters() if p.requires_grad]
-    optimizer = build_optimizer(params, args, device)
-    scheduler = build_scheduler(optimizer, args)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and args.amp == "fp16" else None
-
-    start_epoch, best_accu, best_epoch = args.start_epoch, 0.0, -1
-    if resume:
-        _restore_training_state(ckpt, optimizer, scheduler)
-        start_epoch = int(ckpt.get("epoch", -1)) + 1
-        best_accu = float(ckpt.get("best_accu", ckpt.get("val_accu", 0.0)) or 0.0)
-        best_epoch = int(ckpt.get("best_epoch", ckpt.get("epoch", -1)))
-        print(f"| resumed from {resume}: continuing at epoch {start_epoch}, best val accuracy {best_accu:.4f}")
-    del ckpt
-
     val_loader = build_loader(dataset_val, args, train=False)
     if args.eval:
         result = engine.evaluate(model, val_loader, device, args.amp, desc="val")
@@ -140,6 +133,18 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             print(f"| --max_steps {args.max_steps}: {epochs} epochs of {len(train_loader)} steps (--epochs "
                   f"{args.epochs} replaced)")
             args.epochs = epochs
+    optimizer = build_optimizer(params, args, device)
+    scheduler = build_scheduler(optimizer, args, args.max_steps or args.epochs * len(train_loader))
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and args.amp == "fp16" else None
+
+    start_epoch, best_accu, best_epoch = args.start_epoch, 0.0, -1
+    if resume:
+        _restore_training_state(ckpt, optimizer, scheduler, args)
+        start_epoch = int(ckpt.get("epoch", -1)) + 1
+        best_accu = float(ckpt.get("best_accu", ckpt.get("val_accu", 0.0)) or 0.0)
+        best_epoch = int(ckpt.get("best_epoch", ckpt.get("epoch", -1)))
+        print(f"| resumed from {resume}: continuing at epoch {start_epoch}, best val accuracy {best_accu:.4f}")
+    del ckpt
     log_path = os.path.join(out_dir, "log.txt")
     if is_main_process() and start_epoch == 0:
         append_log_line(log_path, str(args), truncate=True)
@@ -155,8 +160,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         train_stats = engine.train_one_epoch(
             model, train_loader, optimizer, device, epoch, amp=args.amp, max_norm=args.clip_max_norm,
             scaler=scaler, writer=writer, global_step=epoch * len(train_loader), last_checkpoint=last_ckpt,
-            world_size=args.world_size, max_steps=engine.steps_in_epoch(epoch, len(train_loader), args.max_steps))
-        scheduler.step()
+            world_size=args.world_size, max_steps=engine.steps_in_epoch(epoch, len(train_loader), args.max_steps),
+            step_scheduler=scheduler if args.lr_per_step else None)
+        if not args.lr_per_step:
+            scheduler.step()
         val = engine.evaluate(model, val_loader, device, args.amp, desc="val")
         improved = val.accuracy > best_accu or best_epoch < 0
         if improved:

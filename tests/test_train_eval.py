@@ -131,6 +131,25 @@ def test_max_steps_trains_exactly_that_many_steps(world, tmp_path):
         train_clip_vg.main(common(world, tmp_path / "zero", "--max_steps", "0"))
 
 
+def test_lr_per_step_anneals_over_the_run_steps(world, tmp_path):
+    """Cosine per step over 6 steps (lr 1e-3): x0.25 after the first epoch's 4 steps, 0 at the end; per epoch
+    (the official way) the 2-epoch schedule is still at x1 after epoch 0 and x0.5 after epoch 1."""
+    argv = common(world, tmp_path / "step", "--batch_size", "2", "--max_steps", "6", "--lr_scheduler", "cosine",
+                  "--lr_per_step")
+    train_clip_vg.main(argv)
+    rows = [json.loads(l) for l in (tmp_path / "step" / "log.txt").read_text().splitlines()[1:]]
+    assert [r["lr"] for r in rows] == pytest.approx([2.5e-4, 0.0], abs=1e-12)
+    train_clip_vg.main(common(world, tmp_path / "epoch", "--batch_size", "2", "--max_steps", "6",
+                              "--lr_scheduler", "cosine"))
+    rows = [json.loads(l) for l in (tmp_path / "epoch" / "log.txt").read_text().splitlines()[1:]]
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 5e-4])
+    with pytest.raises(SystemExit, match="trained without --lr_per_step"):
+        train_clip_vg.main(common(world, tmp_path / "epoch", "--batch_size", "2", "--max_steps", "8",
+                                  "--lr_scheduler", "cosine", "--lr_per_step", "--resume", "auto"))
+    with pytest.raises(SystemExit, match="--lr_per_step: the step schedule"):
+        train_clip_vg.main(common(world, tmp_path / "x", "--lr_per_step", "--lr_scheduler", "step"))
+
+
 def test_predictions_map_back_to_original_pixels(world, tmp_path):
     """A prediction equal to the target, mapped through the inverse of resize and padding, gives the file's box."""
     import engine

@@ -76,6 +76,10 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--lr_scheduler", default="step",
                    choices=["step", "poly", "halfdecay", "cosine", "exponential"])
     g.add_argument("--lr_drop", default=60, type=int, help="step schedule: epochs between x0.1 drops")
+    g.add_argument("--lr_per_step", action="store_true",
+                   help="advance a poly/halfdecay/cosine/exponential schedule after every optimizer step, over the "
+                        "run's steps (--max_steps or all epochs), instead of once per epoch: short runs anneal "
+                        "smoothly (default: per epoch, as the official code)")
     g.add_argument("--amp", default="bf16", choices=["off", "bf16", "fp16"],
                    help="mixed precision on CUDA (ignored on the CPU, which always runs fp32)")
 
@@ -205,6 +209,9 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     args.given_flags = sorted(given_flags(argv))
     if args.max_query_len < 2 or args.max_query_len > 77:
         raise SystemExit(f"--max_query_len {args.max_query_len}: must be between 2 and CLIP's 77")
+    if args.lr_per_step and args.lr_scheduler == "step":
+        raise SystemExit("--lr_per_step: the step schedule drops per epoch (--lr_drop); use a multiplier schedule "
+                         "(--lr_scheduler poly, halfdecay, cosine or exponential)")
     if args.max_steps is not None and args.max_steps < 1:
         raise SystemExit(f"--max_steps {args.max_steps}: must be at least 1")
     return args
