@@ -78,8 +78,8 @@ PRESETS: Dict[str, DemoConfig] = {
         clip=dict(embed_dim=64, vision_width=64, vision_layers=2, vision_patch_size=16, text_width=64, text_layers=2),
         clip_resolution=64, clip_epochs=30,
         template=["--horizontal_px", "6", "--vertical_px", "6"],
-        train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--lr_per_step", "--vl_enc_layers", "2",
-               "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
+        train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--lr_per_step", "--vl_enc_layers",
+               "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images"],
         epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=1200),
     "quick": DemoConfig(

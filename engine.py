@@ -62,8 +62,8 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
                     check_every: int = 10, last_checkpoint: str = "", world_size: int = 1,
                     max_steps: Optional[int] = None, step_scheduler: Any = None) -> TrainStats:
     """One pass over ``loader`` (its first ``max_steps`` batches with a value); ``step_scheduler`` (an LR scheduler
-    advanced per optimizer step) steps after every update. Loss terms stay on the device; they are read back (and checked for NaN/inf)
-    every ``check_every`` steps, so there is no host sync per step. A non-finite loss raises
+    advanced per optimizer step) steps after every update. Loss terms stay on the device; they are read back (and
+    checked for NaN/inf) every ``check_every`` steps, so there is no host sync per step. A non-finite loss raises
     ``NonFiniteLossError`` naming the step, its samples' indices and the last good checkpoint."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
