@@ -340,7 +340,8 @@ def pretrain_tiny_clip(corpus_json: str, output_path: str, *, image_resolution: 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Command line: pretrain (or find cached) and print the statistics JSON on stdout."""
-    p = argparse.ArgumentParser("python -m models.clip_pretrain", description="pretrain a tiny CLIP on a caption corpus", allow_abbrev=False)
+    p = argparse.ArgumentParser("python -m models.clip_pretrain", description="pretrain a tiny CLIP on a caption corpus",
+                                allow_abbrev=False)
     p.add_argument("--corpus", required=True, help="caption_corpus.json")
     p.add_argument("--output", required=True, help="checkpoint path (OpenAI format; <output>.json gets the stats)")
     p.add_argument("--image_resolution", type=int, default=96)

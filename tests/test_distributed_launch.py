@@ -19,7 +19,8 @@ def _free_port() -> int:
 
 def _clean_env(out_dir) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"} and not k.startswith("SLURM_")}
+           if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}
+           and not k.startswith("SLURM_")}
     env["OMP_NUM_THREADS"] = "1"
     env["PROBE_OUT"] = str(out_dir)
     return env
