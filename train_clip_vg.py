@@ -20,8 +20,8 @@ from utils.checkpoint import (convert_official_optimizer_state, convert_official
                               load_model_state, save_checkpoint)
 from utils.io import write_json
 from utils.misc import barrier, get_rank, is_main_process, seed_everything, set_deterministic
-from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, prepare_output_dir,
-                             resolve_checkpoint_path, run_cli, run_distributed)
+from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, checkpoint_args,
+                             prepare_output_dir, resolve_checkpoint_path, run_cli, run_distributed)
 
 
 def build_optimizer(params: List[torch.nn.Parameter], args: argparse.Namespace,
@@ -68,10 +68,9 @@ def scheduler_state_for(sched_state: Dict[str, Any], optimizer: torch.optim.Opti
 def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimizer,
                             scheduler: torch.optim.lr_scheduler.LRScheduler, args: argparse.Namespace) -> None:
     where = ckpt.get("checkpoint_path", "checkpoint")
-    stored = ckpt.get("args")
-    stored = vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
-    if bool(stored.get("lr_per_step", False)) != args.lr_per_step:
-        raise SystemExit(f"--resume {where}: it was trained with{'' if stored.get('lr_per_step') else 'out'} "
+    trained_per_step = bool(checkpoint_args(ckpt).get("lr_per_step", False))
+    if trained_per_step != args.lr_per_step:
+        raise SystemExit(f"--resume {where}: it was trained with{'' if trained_per_step else 'out'} "
                          "--lr_per_step; resume with the same setting (or start from it with --retrain)")
     opt_state = ckpt.get("optimizer")
     if opt_state is None:

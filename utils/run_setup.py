@@ -66,12 +66,17 @@ def _setting_value(name: str, value: Any) -> Any:
     return value
 
 
+def checkpoint_args(ckpt: Dict[str, Any]) -> Dict[str, Any]:
+    """The arguments a checkpoint was trained with, as a dict (ours and official ones store a Namespace; {} if none)."""
+    stored = ckpt.get("args")
+    return vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
+
+
 def adopt_checkpoint_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) -> List[str]:
     """Copy the model-shaping settings stored in ``ckpt['args']`` into ``args`` where the command line did not
     give them (so a model trained at ``--imsize 96`` evaluates at 96 without repeating the flag); a given flag that
     disagrees with the checkpoint is kept, with a warning naming both values. Returns the names adopted."""
-    stored = ckpt.get("args")
-    stored = vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
+    stored = checkpoint_args(ckpt)
     given = set(getattr(args, "given_flags", ()))
     where = ckpt.get("checkpoint_path", "the checkpoint")
     adopted = []
