@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from datasets.records import (BadSampleError, GroundingRecord, check_split_name, image_dir, load_split,
                               parse_records, split_paths)
-from datasets.transforms import EvalTransform, TrainTransform
+from datasets.transforms import Canvas, EvalTransform, Transformed, TrainTransform
 
 PROMPT_PLACEHOLDER = "{pseudo_query}"
 
@@ -110,7 +110,10 @@ class GroundingDataset(Dataset):
         # Shared with DataLoader workers (persistent ones too), so set_epoch reaches them.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.image_dir = image_dir(data_root, dataset)
-        self._image_cache: Optional[Dict[str, Image.Image]] = {} if cache_images else None
+        # --cache_images: decoded images, or with a deterministic transform (evaluation, training without
+        # augmentation) the transformed canvases, which every sample on the same image shares.
+        self._image_cache: Optional[Dict[str, Image.Image]] = {} if cache_images and transform.random else None
+        self._canvas_cache: Optional[Dict[str, Canvas]] = {} if cache_images and not transform.random else None
         files = ", ".join(split_paths(split_root, dataset, split))
         records, bad = parse_records(load_split(split_root, dataset, split), dataset)
         if bad and not skip_bad:
@@ -151,8 +154,8 @@ class GroundingDataset(Dataset):
         return os.path.join(self.image_dir, record.image)
 
     def load_image(self, record: GroundingRecord) -> Image.Image:
-        """The RGB image of ``record``; with ``cache_images`` decoded once per process and kept in memory (the
-        transforms never modify an image in place)."""
+        """The RGB image of ``record``; with ``cache_images`` and an augmenting transform decoded once per process
+        and kept in memory (the transforms never modify an image in place)."""
         path = self.image_path(record)
         if self._image_cache is None:
             return load_image(path, record.index)
@@ -164,11 +167,21 @@ class GroundingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def transformed(self, record: GroundingRecord, text: str) -> Transformed:
+        """The transform's output for ``record``; from the canvas cache when there is one."""
+        box = torch.tensor(record.box_xyxy, dtype=torch.float32)
+        if self._canvas_cache is None:
+            rng = self.augmentation_rng(record.index) if self.transform.random else None
+            return self.transform(self.load_image(record), box, text, rng)
+        path = self.image_path(record)
+        canvas = self._canvas_cache.get(path)
+        if canvas is None:
+            canvas = self._canvas_cache[path] = self.transform.canvas(load_image(path, record.index))
+        return canvas.place(box)
+
     def __getitem__(self, i: int) -> Dict[str, Any]:
         record = self.records[i]
-        img = self.load_image(record)
-        rng = self.augmentation_rng(record.index) if self.transform.random else None
-        out = self.transform(img, torch.tensor(record.box_xyxy, dtype=torch.float32), self.texts[i], rng)
+        out = self.transformed(record, self.texts[i])
         return {
             "img": out.img,
             "img_mask": out.mask,

@@ -84,6 +84,35 @@ class Transformed:
     crop: Optional[Tuple[int, int, int, int]] = None
 
 
+@dataclass
+class Canvas:
+    """The image half of a deterministic transform (long-side resize to ``imsize``, centred pad): computed once per
+    image and reused for every box on it (``GroundingDataset`` with ``--cache_images``). ``ratio`` is the exact
+    resize factor (``transform[0]`` holds it rounded to float32)."""
+    img: torch.Tensor
+    mask: torch.Tensor
+    transform: torch.Tensor
+    ratio: float
+    imsize: int
+
+    def place(self, box_xyxy: torch.Tensor) -> Transformed:
+        """The transformed sample of ``box_xyxy`` (original-image pixels) on this canvas: the same values, bit for
+        bit, as running the transform on the image and the box."""
+        left, top = int(self.transform[1]), int(self.transform[2])
+        box = box_xyxy.to(torch.float32) * self.ratio + torch.tensor([left, top, left, top], dtype=torch.float32)
+        return Transformed(img=self.img, mask=self.mask, box=xyxy_to_cxcywh(box) / self.imsize,
+                           transform=self.transform)
+
+
+def resize_and_pad(img: Image.Image, imsize: int) -> Canvas:
+    """The deterministic pipeline on an image alone: long side to ``imsize`` (bilinear), to tensor, normalise,
+    centred pad."""
+    sample = _Sample(img, torch.zeros(4))
+    sample.resize(imsize, long_side=True)
+    out = sample.normalize_and_pad(imsize, None)
+    return Canvas(img=out.img, mask=out.mask, transform=out.transform, ratio=sample.scale, imsize=imsize)
+
+
 class _Sample:
     """Image and box in the current frame, with the map ``current = original * scale + (offset_x, offset_y)``."""
 
@@ -140,13 +169,15 @@ class EvalTransform:
         sample.resize(self.imsize, long_side=True)
         return sample.normalize_and_pad(self.imsize, None)
 
+    def canvas(self, img: Image.Image) -> Canvas:
+        """The image half of this transform, reusable for every box on ``img``."""
+        return resize_and_pad(img, self.imsize)
+
 
 class TrainTransform:
     """The reference's train pipeline (SPEC §2): random select (resize | short-side resize + crop + resize),
     colour jitter (unless ``aug_color`` is off), optional blur, no flip, to tensor, normalise, pad (random offset with
-    ``aug_translate``)."""
-
-    random = True
+    ``aug_translate``). With every augmentation off it is the eval transform (``random`` is False)."""
 
     def __init__(self, imsize: int, aug_crop: bool = False, aug_scale: bool = False, aug_blur: bool = False,
                  aug_translate: bool = False, aug_color: bool = True,
@@ -158,6 +189,18 @@ class TrainTransform:
         self.jitter_prob = JITTER_PROB if aug_color else 0.0
         self.aug_translate = aug_translate
         self.official_crop_quirk = official_crop_quirk
+
+    @property
+    def random(self) -> bool:
+        """Whether any augmentation is on (otherwise every call returns the same output for the same input)."""
+        return (self.crop_prob > 0.0 or len(self.scales) > 1 or self.jitter_prob > 0.0 or self.blur_prob > 0.0
+                or self.aug_translate)
+
+    def canvas(self, img: Image.Image) -> Canvas:
+        """The image half of this transform when no augmentation is on, reusable for every box on ``img``."""
+        if self.random:
+            raise ValueError("TrainTransform.canvas: augmentation is on, so the image half differs per sample")
+        return resize_and_pad(img, self.imsize)
 
     def choose_branch(self, text: str, rng: random.Random) -> str:
         """'resize' (branch A) for direction-word queries, else 'crop' (branch B) with ``crop_prob``."""
@@ -194,6 +237,8 @@ class TrainTransform:
 
     def __call__(self, img: Image.Image, box_xyxy: torch.Tensor, text: str,
                  rng: Optional[random.Random] = None) -> Transformed:
+        if not self.random:
+            return self.canvas(img).place(box_xyxy)
         if rng is None:
             raise ValueError("TrainTransform needs a random.Random (GroundingDataset passes one per sample)")
         sample = _Sample(img, box_xyxy)

@@ -236,3 +236,24 @@ def test_cache_images_decodes_each_file_once_and_changes_no_item(tmp_path, monke
             assert torch.equal(a["img_mask"], b["img_mask"])
     assert opened.count("a.jpg") == 3 * 2 + 1 and opened.count("b.png") == 3 + 1  # plain: every item; cached: once
     assert not parse_args("train", []).cache_images
+
+
+def test_cache_images_without_augmentation_transforms_each_image_once_bit_for_bit(tmp_path, monkeypatch):
+    rows = ROWS + [("a.jpg", (12, 22, 40, 50), "the red block again")]
+    make_dataset(tmp_path, "unc", {"train": rows, "val": rows})
+    for split, train in (("train", True), ("val", False)):
+        plain = build_dataset(split, make_args(tmp_path, "unc", "--no-aug_color"), train=train)
+        cached = build_dataset(split, make_args(tmp_path, "unc", "--no-aug_color", "--cache_images"), train=train)
+        assert not cached.transform.random
+        opened = []
+        real_open = Image.open
+        monkeypatch.setattr(Image, "open", lambda path, *a, **k: opened.append(os.path.basename(path)) or
+                            real_open(path, *a, **k))
+        for _ in range(2):
+            for i in range(len(rows)):
+                a, b = plain[i], cached[i]
+                for key in ("img", "img_mask", "box", "transform", "text"):
+                    assert torch.equal(a[key], b[key]), (split, i, key)
+        # plain: every item of both passes; cached: each image once, shared by both samples on a.jpg
+        assert opened.count("a.jpg") == 2 * 2 + 1 and opened.count("b.png") == 2 + 1
+        monkeypatch.undo()

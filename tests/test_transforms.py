@@ -182,3 +182,16 @@ def test_colour_jitter_is_on_by_default_and_off_with_no_aug_color():
         assert torch.allclose(out.img, plain.img) and torch.equal(out.mask, plain.mask)
     assert parse_args("train", []).aug_color is True
     assert parse_args("train", ["--no-aug_color"]).aug_color is False
+
+
+def test_train_transform_without_augmentation_is_the_eval_transform():
+    assert TrainTransform(96).random and TrainTransform(96, aug_color=False, aug_translate=True).random
+    img, box = scene(80, 50, (10, 5, 60, 45))
+    plain = TrainTransform(96, aug_color=False)
+    assert not plain.random
+    expected = EvalTransform(96)(img, box)
+    for out in (plain(img, box, "red block"), plain.canvas(img).place(box), EvalTransform(96).canvas(img).place(box)):
+        assert torch.equal(out.img, expected.img) and torch.equal(out.mask, expected.mask)
+        assert torch.equal(out.box, expected.box) and torch.equal(out.transform, expected.transform)
+    with pytest.raises(ValueError, match="augmentation is on"):
+        TrainTransform(96).canvas(img)

@@ -119,7 +119,9 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--num_workers", type=int)
     g.add_argument("--cache_images", action="store_true",
                    help="keep every decoded image in memory after its first use (per process and data-loader "
-                        "worker): faster epochs for data sets that fit in RAM, e.g. the synthetic one on a CPU")
+                        "worker), or with no augmentation on (evaluation, or training with every --aug_* off) the "
+                        "resized, normalised and padded image: faster epochs for data sets that fit in RAM, e.g. the "
+                        "synthetic one on a CPU")
 
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default="./outputs", help="where checkpoints, logs and results go")
