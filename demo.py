@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torchvision.ops import box_iou
 
-from curriculum.driver import budget_epochs, budget_train_args, default_min_samples
+from curriculum.driver import budget_epochs, default_min_samples
 from curriculum.runner import TrainLauncher, file_fingerprint
 from curriculum.selection import prepare_split_root
 from datasets.records import load_split_file, parse_records
@@ -66,6 +66,10 @@ class DemoConfig:
     update_budget: Optional[int] = None
     """With a value, every CLIP-VG run trains for exactly that many optimizer steps (the drivers'
     ``--update_budget``) instead of ``epochs`` / ``supervised_epochs``."""
+    candidate_budget: Optional[int] = None
+    """Steps of each SSA / MSA search candidate (the drivers' ``--candidate_budget``; default ``update_budget``)."""
+    measurer_budget: Optional[int] = None
+    """Steps of each MSA measurer the driver trains (``--measurer_budget``; default ``update_budget``)."""
 
 
 PRESETS: Dict[str, DemoConfig] = {
@@ -130,8 +134,9 @@ class Demo:
                 "--final_epochs", str(self.config.epochs)]
         if self.config.min_samples is not None:
             args += ["--min_samples", str(self.config.min_samples)]
-        if self.config.update_budget is not None:
-            args += ["--update_budget", str(self.config.update_budget)]
+        for flag in ("update_budget", "candidate_budget", "measurer_budget"):
+            if getattr(self.config, flag) is not None:
+                args += [f"--{flag}", str(getattr(self.config, flag))]
         return args
 
     def _cached(self, name: str, key: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -194,10 +199,9 @@ class Demo:
                train_split: str = "train_pseudo") -> Dict[str, Any]:
         epochs = budget_epochs(len(samples), epochs, self.config.update_budget,
                                default_min_samples(self.config.train, LAUNCHER))
-        common = budget_train_args([*self.train_args(), *extra], self.config.update_budget)
-        launcher = TrainLauncher(LAUNCHER, common_args=common, run_cache=self.run_cache)
+        launcher = TrainLauncher(LAUNCHER, common_args=[*self.train_args(), *extra], run_cache=self.run_cache)
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
-                              samples, epochs, train_split=train_split, tag=name)
+                              samples, epochs, train_split=train_split, tag=name, max_steps=self.config.update_budget)
         result = record["result"]
         log(f"{name}: {epochs} epochs, best val accuracy {result['val_accu']:.4f} at epoch {result['best_epoch']}")
         return result

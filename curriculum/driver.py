@@ -57,19 +57,31 @@ def default_min_samples(train_args: Sequence[str], launcher: str) -> int:
     return batch * (int(nproc) if nproc.isdigit() else 1)
 
 
+RUN_ROLES = ("measurer", "candidate", "final")
+"""The kinds of training run a driver makes; each has its own --ROLE_epochs and, under --update_budget, steps."""
+
+
 def budget_epochs(n_samples: int, epochs: int, update_budget: Optional[int], samples_per_step: int) -> int:
     """Epochs of a run on ``n_samples``: ``epochs``, or with an ``update_budget`` the fewest epochs that hold that many
     optimizer steps (``n_samples // samples_per_step`` per epoch: training drops the last incomplete batch; the last
-    epoch is cut short by :func:`budget_train_args`), so runs on fewer samples get as many updates as runs on more."""
+    epoch is cut short by the training script's ``--max_steps``), so runs on fewer samples get as many updates as
+    runs on more."""
     if not update_budget:
         return epochs
     return -(-update_budget // max(1, n_samples // samples_per_step))
 
 
-def budget_train_args(train_args: Sequence[str], update_budget: Optional[int]) -> List[str]:
-    """Training arguments of every run under ``update_budget``: exactly that many optimizer steps (the training
-    script's ``--max_steps``), so no run overshoots the budget by the rest of an epoch."""
-    return [*train_args, "--max_steps", str(update_budget)] if update_budget else list(train_args)
+def run_length(args: argparse.Namespace, role: str, n_samples: int) -> Tuple[int, Optional[int]]:
+    """``(epochs, max_steps)`` of a driver's training run of ``role`` (one of RUN_ROLES) on ``n_samples``:
+    ``--ROLE_epochs`` and no step limit, or under ``--update_budget`` the role's step budget (``--candidate_budget``,
+    ``--measurer_budget``, the final run's ``--update_budget``) and the fewest epochs holding it."""
+    steps = getattr(args, f"{role}_budget")
+    return budget_epochs(n_samples, getattr(args, f"{role}_epochs"), steps, args.samples_per_step), steps
+
+
+def final_is_best_candidate(args: argparse.Namespace) -> bool:
+    """Whether the final model is the best candidate itself (same epochs and step budget), not one more run."""
+    return args.final_epochs == args.candidate_epochs and args.final_budget == args.candidate_budget
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,6 +111,12 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead of a fixed number of epochs, train every run (measurers, candidates, final) for "
                         "exactly this many optimizer steps (the training script's --max_steps), so that a candidate "
                         "on fewer samples is not also trained less (default: the fixed epochs above)")
+    p.add_argument("--candidate_budget", type=int,
+                   help="with --update_budget: steps of each search candidate (default: --update_budget; when "
+                        "smaller, the search is cheaper and the final model is one more run of --update_budget "
+                        "steps on the chosen samples)")
+    p.add_argument("--measurer_budget", type=int,
+                   help="with --update_budget: steps of each measurer the driver trains (default: --update_budget)")
     p.add_argument("--score_args", default="",
                    help="extra arguments for the scoring script only, e.g. --score_args='--batch_size 128'")
     p.add_argument("--min_samples", type=int,
@@ -119,10 +137,17 @@ def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None
         args.min_samples = args.samples_per_step
     if args.update_budget and "max_steps" in given_flags(train_args):
         raise SystemExit("--update_budget sets --max_steps of every run: do not pass --max_steps after --")
-    for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples", "update_budget"):
+    for flag in ("candidate_budget", "measurer_budget"):
+        if getattr(args, flag) is not None and not args.update_budget:
+            raise SystemExit(f"--{flag} needs --update_budget (without it every run trains for a number of epochs)")
+    for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples", "update_budget",
+                 "candidate_budget", "measurer_budget"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise SystemExit(f"--{flag} {value}: must be at least 1")
+    args.final_budget = args.update_budget
+    args.candidate_budget = args.candidate_budget or args.update_budget
+    args.measurer_budget = args.measurer_budget or args.update_budget
     if not 0.0 <= args.start <= 1.0:
         raise SystemExit(f"--start {args.start}: must be in [0, 1]")
     if not 1e-6 <= args.delta <= 1.0:
@@ -142,15 +167,14 @@ def common_options(args: argparse.Namespace, train_args: Sequence[str]) -> Dict[
             "score_script": os.path.abspath(args.score_script), "final_epochs": args.final_epochs,
             "candidate_epochs": args.candidate_epochs, "measurer_epochs": args.measurer_epochs,
             "score_args": args.score_args, "min_samples": args.min_samples, "train_args": list(train_args),
-            **({"update_budget": args.update_budget} if args.update_budget else {})}
+            **({"update_budget": args.update_budget, "candidate_budget": args.candidate_budget,
+                "measurer_budget": args.measurer_budget} if args.update_budget else {})}
 
 
 def make_launchers(args: argparse.Namespace, train_args: Sequence[str]) -> Tuple[TrainLauncher, ScoreLauncher]:
-    """The training and scoring launchers (scoring gets the training arguments, then ``--score_args``; training
-    also gets ``--max_steps`` with an update budget)."""
+    """The training and scoring launchers (scoring gets the training arguments, then ``--score_args``)."""
     echo = "all" if args.verbose else "progress"
-    train = TrainLauncher(args.launcher, args.train_script, budget_train_args(train_args, args.update_budget),
-                          echo=echo, run_cache=args.run_cache)
+    train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo, run_cache=args.run_cache)
     score = ScoreLauncher(args.launcher, args.score_script, [*train_args, *shlex.split(args.score_args)],
                           echo=echo, run_cache=args.run_cache)
     return train, score

@@ -14,7 +14,7 @@
    candidate trains on D + percent(H_ij, h); the (i*, h*) of best validation accuracy wins (ties: the
    source-specific measurer, then the earlier measurer in the order) and percent(H_i*j, h*) joins D;
 5. the final model trains on D (the last step's best candidate itself when ``--candidate_epochs`` equals
-   ``--final_epochs``).
+   ``--final_epochs`` and ``--candidate_budget`` the ``--update_budget``).
 
 Outputs in W: ``msa_state.json`` (every step recorded; resumable like SSA), ``runs/<step>/``, ``selected/`` (a ready
 ``--split_root``: ``{D}/train_separate/{order}_{D}_train_pseudo_{source}_{h}.pth`` per source, their merge
@@ -32,8 +32,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from curriculum.difficulty import entity_counter, load_lexicon, order_sources
-from curriculum.driver import (add_common_arguments, budget_epochs, common_options, fmt, install_sigterm_exit,
-                               make_launchers, markdown_table, split_argv, train_split_of, validate_common)
+from curriculum.driver import (add_common_arguments, common_options, final_is_best_candidate, fmt,
+                               install_sigterm_exit, make_launchers, markdown_table, run_length, split_argv,
+                               train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities, plot_histogram_grid, reliability_histogram, summary_stats
 from curriculum.search import SearchResult, greedy_threshold_search, new_state
 from curriculum.selection import (check_layout, link_other_splits, load_split, merge_separate_dir, select,
@@ -138,14 +139,14 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     state.save()
     print(f"[msa] source order (easy to hard): {', '.join(order)}", flush=True)
 
-    def train_step(name: str, train_samples: List[Any], epochs: int, info: Dict[str, Any]) -> Dict[str, Any]:
+    def train_step(name: str, train_samples: List[Any], role: str, info: Dict[str, Any]) -> Dict[str, Any]:
         run_dir = os.path.join(runs, name)
-        epochs = budget_epochs(len(train_samples), epochs, args.update_budget, args.samples_per_step)
+        epochs, steps = run_length(args, role, len(train_samples))
         planned = {**info, "kind": "train", "run_dir": run_dir, "output_dir": os.path.join(run_dir, "output"),
-                   "command": train.command(run_dir, dataset, data_root, epochs)}
+                   "command": train.command(run_dir, dataset, data_root, epochs, steps)}
         return state.run_step(name, planned, lambda: train.run(run_dir, dataset, data_root, split_root,
                                                                  train_samples, epochs, train_split,
-                                                                 tag=f"msa {name}"))
+                                                                 tag=f"msa {name}", max_steps=steps))
 
     # 2. measurers
     measurer: Dict[str, str] = {}
@@ -157,8 +158,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
             state.set_step(f"measurer_{i}", {"kind": "given", "status": "done", "source": i,
                                              "result": {"best_checkpoint": given[i]}})
         else:
-            rec = train_step(f"measurer_{i}", samples[i], args.measurer_epochs, {"source": i,
-                                                                                  "n_samples": len(samples[i])})
+            rec = train_step(f"measurer_{i}", samples[i], "measurer", {"source": i, "n_samples": len(samples[i])})
             measurer[i] = rec["result"]["best_checkpoint"]
 
     # 3. reliability matrix
@@ -204,7 +204,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
                     state.set_step(name, {**info, "status": "done",
                                           "skipped": f"{info['n_train']} samples < --min_samples {args.min_samples}"})
                     return None
-                rec = train_step(name, chosen_so_far + new, args.candidate_epochs, info)
+                rec = train_step(name, chosen_so_far + new, "candidate", info)
                 return rec["result"]["val_accu"]
 
             found[i] = greedy_threshold_search(evaluate, args.start, args.delta,
@@ -237,11 +237,11 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
               f"(val accuracy {accuracy:.4f})", flush=True)
 
     # 5. final model and outputs
-    if args.final_epochs == args.candidate_epochs:
+    if final_is_best_candidate(args):
         final = state.done(f"step{len(order)}_{order[-1]}_by_{steps[-1]['measurer']}_h_"
                            f"{threshold_tag(steps[-1]['h_star'])}")
     else:
-        final = train_step("final", chosen_so_far, args.final_epochs, {"n_samples": len(chosen_so_far)})
+        final = train_step("final", chosen_so_far, "final", {"n_samples": len(chosen_so_far)})
     merged = split_file(selected_root, dataset, train_split)
     n_merged = merge_separate_dir(separate_dir, dataset, merged)
     if n_merged != len(chosen_so_far):

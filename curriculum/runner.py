@@ -439,23 +439,28 @@ class TrainLauncher(_Launcher):
                  run_cache: Optional[str] = None) -> None:
         super().__init__(script, launcher, common_args, cwd, echo, run_cache)
 
-    def command(self, run_dir: str, dataset: str, data_root: str, epochs: int) -> List[str]:
-        """The command of a training run in ``run_dir`` (``--resume auto`` continues an interrupted attempt)."""
+    def command(self, run_dir: str, dataset: str, data_root: str, epochs: int,
+                max_steps: Optional[int] = None) -> List[str]:
+        """The command of a training run in ``run_dir`` (``--resume auto`` continues an interrupted attempt);
+        ``max_steps``: the training script's ``--max_steps`` (exactly that many optimizer steps)."""
         run_dir = os.path.abspath(run_dir)
+        steps = ["--max_steps", str(int(max_steps))] if max_steps else []
         return [*self.prefix, self.script, *self.common_args, "--dataset", dataset, "--data_root", data_root,
                 "--split_root", os.path.join(run_dir, "splits"), "--output_dir", os.path.join(run_dir, "output"),
-                "--epochs", str(int(epochs)), "--resume", "auto"]
+                "--epochs", str(int(epochs)), *steps, "--resume", "auto"]
 
     def run(self, run_dir: str, dataset: str, data_root: str, split_root: str, train_samples: Sequence[Any],
-            epochs: int, train_split: str = "train_pseudo", tag: Optional[str] = None) -> Dict[str, Any]:
+            epochs: int, train_split: str = "train_pseudo", tag: Optional[str] = None,
+            max_steps: Optional[int] = None) -> Dict[str, Any]:
         """Train on ``train_samples`` (written as ``{dataset}_{train_split}.pth``; the other splits, validation
-        included, come from ``split_root``) for ``epochs`` epochs; returns the run record, whose ``result`` holds
-        ``val_accu`` (best over epochs), ``best_epoch`` and ``best_checkpoint``."""
+        included, come from ``split_root``) for ``epochs`` epochs (at most ``max_steps`` optimizer steps); returns
+        the run record, whose ``result`` holds ``val_accu`` (best over epochs), ``best_epoch`` and
+        ``best_checkpoint``."""
         run_dir = os.path.abspath(run_dir)
         output_dir = os.path.join(run_dir, "output")
         fingerprint = samples_fingerprint(train_samples)
         return self._execute(
-            run_dir, self.command(run_dir, dataset, data_root, epochs), fingerprint,
+            run_dir, self.command(run_dir, dataset, data_root, epochs, max_steps), fingerprint,
             tag or os.path.basename(run_dir),
             prepare=lambda: prepare_split_root(os.path.join(run_dir, "splits"), dataset, split_root, train_split,
                                                train_samples),

@@ -8,8 +8,9 @@
 2. scoring: the reliability of every source sample under the measurer (``eval_for_reliability_distribution.py``);
 3. greedy search over h (``curriculum.search``): each candidate trains on percent(H, h) and is judged by its best
    validation accuracy;
-4. final model at h*: the best candidate itself when ``--candidate_epochs`` equals ``--final_epochs``, else one
-   more run of ``--final_epochs`` on percent(H, h*).
+4. final model at h*: the best candidate itself when ``--candidate_epochs`` equals ``--final_epochs`` (and, under
+   ``--update_budget``, ``--candidate_budget`` the update budget), else one more run of ``--final_epochs`` (or
+   ``--update_budget`` steps) on percent(H, h*).
 
 Outputs in W: ``ssa_state.json`` (every step's command, folders and result; written after each step),
 ``runs/<step>/`` (one folder per run), ``selected/`` (a ready ``--split_root`` whose training split is
@@ -25,8 +26,9 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from curriculum.driver import (add_common_arguments, budget_epochs, common_options, fmt, install_sigterm_exit,
-                               make_launchers, markdown_table, split_argv, train_split_of, validate_common)
+from curriculum.driver import (add_common_arguments, common_options, final_is_best_candidate, fmt,
+                               install_sigterm_exit, make_launchers, markdown_table, run_length, split_argv,
+                               train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities
 from curriculum.search import greedy_threshold_search, new_state
 from curriculum.selection import load_split, prepare_split_root, select, split_file, threshold_tag
@@ -72,13 +74,14 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     if not source:
         raise SystemExit(f"{split_file(split_root, dataset, source_split)}: the source split is empty")
 
-    def train_step(name: str, samples: List[Any], epochs: int, info: Dict[str, Any]) -> Dict[str, Any]:
+    def train_step(name: str, samples: List[Any], role: str, info: Dict[str, Any]) -> Dict[str, Any]:
         run_dir = os.path.join(runs, name)
-        epochs = budget_epochs(len(samples), epochs, args.update_budget, args.samples_per_step)
+        epochs, steps = run_length(args, role, len(samples))
         planned = {**info, "kind": "train", "run_dir": run_dir, "output_dir": os.path.join(run_dir, "output"),
-                   "command": train.command(run_dir, dataset, data_root, epochs)}
+                   "command": train.command(run_dir, dataset, data_root, epochs, steps)}
         return state.run_step(name, planned, lambda: train.run(run_dir, dataset, data_root, split_root, samples,
-                                                                 epochs, train_split, tag=f"ssa {name}"))
+                                                                 epochs, train_split, tag=f"ssa {name}",
+                                                                 max_steps=steps))
 
     # 1. measurer
     if args.measurer:
@@ -87,7 +90,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
             raise SystemExit(f"--measurer {args.measurer}: no such checkpoint")
         state.set_step("measurer", {"kind": "given", "status": "done", "result": {"best_checkpoint": measurer}})
     else:
-        rec = train_step("measurer", source, args.measurer_epochs, {"n_samples": len(source)})
+        rec = train_step("measurer", source, "measurer", {"n_samples": len(source)})
         measurer = rec["result"]["best_checkpoint"]
 
     # 2. scoring
@@ -112,7 +115,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
             state.set_step(name, {**info, "status": "done", "skipped": f"{len(chosen)} samples < --min_samples "
                                                                          f"{args.min_samples}"})
             return None
-        return train_step(name, chosen, args.candidate_epochs, info)["result"]["val_accu"]
+        return train_step(name, chosen, "candidate", info)["result"]["val_accu"]
 
     search_state = state.search_state("ssa") or new_state(args.start, args.delta)
     found = greedy_threshold_search(evaluate, args.start, args.delta, state=search_state,
@@ -125,10 +128,10 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
 
     # 4. final model and outputs
     best = state.done(candidate_name(h_star))
-    if args.final_epochs == args.candidate_epochs:
+    if final_is_best_candidate(args):
         final = best
     else:
-        final = train_step(f"final_h_{threshold_tag(h_star)}", chosen, args.final_epochs,
+        final = train_step(f"final_h_{threshold_tag(h_star)}", chosen, "final",
                            {"h": h_star, "n_samples": len(chosen), "share": len(chosen) / len(source)})
     selected_root = os.path.join(work, "selected")
     selected_file = prepare_split_root(selected_root, dataset, split_root, train_split, chosen)

@@ -539,6 +539,28 @@ def test_update_budget_gives_every_run_exactly_that_many_steps(world):
         ssa.main([*common_argv(world, "ssa3", "--update_budget", "30"), "--max_steps", "5"])
 
 
+def test_candidate_and_measurer_budgets_make_a_cheap_search_and_one_final_run(world):
+    result = ssa.main(common_argv(world, "ssa", "--update_budget", "30", "--candidate_budget", "12",
+                                  "--measurer_budget", "10"))
+    state = json.load(open(world / "ssa" / "ssa_state.json"))
+    steps = {name: s for name, s in state["steps"].items() if s.get("kind") == "train"}
+
+    def max_steps(step):
+        return int(step["command"][step["command"].index("--max_steps") + 1])
+
+    final = f"final_h_{threshold_tag(result['h_star'])}"
+    assert result["final_run_dir"].endswith(final) and max_steps(steps[final]) == 30
+    assert max_steps(steps["measurer"]) == 10
+    candidates = [s for name, s in steps.items() if name.startswith("h_")]
+    assert candidates and all(max_steps(s) == 12 for s in candidates)
+    assert steps[final]["n_samples"] == len(load_split(result["selected_split"]))
+    assert state["options"]["candidate_budget"] == 12 and state["options"]["measurer_budget"] == 10
+    with pytest.raises(SystemExit, match="--candidate_budget needs --update_budget"):
+        ssa.main(common_argv(world, "ssa2", "--candidate_budget", "12"))
+    with pytest.raises(SystemExit, match="--measurer_budget 0"):
+        ssa.main(common_argv(world, "ssa2", "--update_budget", "30", "--measurer_budget", "0"))
+
+
 def test_default_min_samples_is_one_batch_per_process():
     assert default_min_samples(["--batch_size", "64"], "torchrun --nproc_per_node=4") == 256
     assert default_min_samples(["--batch_size=16"], "python -m torch.distributed.run --nproc-per-node 2") == 32
