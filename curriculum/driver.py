@@ -75,6 +75,8 @@ def run_length(args: argparse.Namespace, role: str, n_samples: int) -> Tuple[int
     """``(epochs, max_steps)`` of a driver's training run of ``role`` (one of RUN_ROLES) on ``n_samples``:
     ``--ROLE_epochs`` and no step limit, or under ``--update_budget`` the role's step budget (``--candidate_budget``,
     ``--measurer_budget``, the final run's ``--update_budget``) and the fewest epochs holding it."""
+    if role not in RUN_ROLES:
+        raise ValueError(f"run role {role!r}: expected one of {', '.join(RUN_ROLES)}")
     steps = getattr(args, f"{role}_budget")
     return budget_epochs(n_samples, getattr(args, f"{role}_epochs"), steps, args.samples_per_step), steps
 
