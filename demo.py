@@ -74,18 +74,19 @@ class DemoConfig:
 
 PRESETS: Dict[str, DemoConfig] = {
     "full": DemoConfig(
-        world=dict(image_size=64, n_train_images=2000, n_val_images=200, n_testA_images=500, n_testB_images=500,
+        world=dict(image_size=64, n_train_images=6000, n_val_images=200, n_testA_images=500, n_testB_images=500,
                    min_objects=2, max_objects=3, object_scale=1.5, same_class_rate=0.2,
                    expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1), class_error_rate=0.25, spurious_rate=1.0,
                    duplicate_rate=0.25, box_jitter=0.12, wrong_attribute_rate=0.25, relation_error_rate=0.3,
-                   caption_error_rate=0.3),
+                   caption_error_rate=0.3, class_textures=True),
         clip=dict(embed_dim=64, vision_width=64, vision_layers=2, vision_patch_size=16, text_width=64, text_layers=2),
         clip_resolution=64, clip_epochs=30,
         template=["--horizontal_px", "6", "--vertical_px", "6"],
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--lr_per_step", "--vl_enc_layers",
                "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images"],
-        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=1200),
+        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500,
+        measurer_budget=500),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
@@ -428,7 +429,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.update_budget is not None:
         if args.update_budget < 1:
             raise SystemExit(f"--update_budget {args.update_budget}: must be at least 1")
-        config = dataclasses.replace(config, update_budget=args.update_budget)
+        config = dataclasses.replace(config, update_budget=args.update_budget, candidate_budget=None,
+                                     measurer_budget=None)
     return Demo(args.output_dir, config, args.seed, args.device).run()
 
 
