@@ -85,8 +85,7 @@ PRESETS: Dict[str, DemoConfig] = {
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--lr_per_step", "--vl_enc_layers",
                "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images"],
-        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500,
-        measurer_budget=500),
+        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
