@@ -45,7 +45,7 @@ SPLITS = ("val", "testA", "testB")
 SOURCES = ("template", "relation", "caption")
 LAUNCHER = "inprocess"
 """Every run is a call of its script's ``main`` in this process (no interpreter start-up per run), and identical runs
-(e.g. SSA's candidate on all labels and the baseline, MSA's first step and SSA) are trained once (``--run_cache``)."""
+(e.g. SSA's candidates are MSA's first step) are trained once (``--run_cache``)."""
 
 
 @dataclass
