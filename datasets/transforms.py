@@ -93,13 +93,14 @@ class Canvas:
     mask: torch.Tensor
     transform: torch.Tensor
     ratio: float
+    offset: torch.Tensor
+    """(4,) float32 ``[pad_x, pad_y, pad_x, pad_y]``: where the resized image sits on the canvas."""
     imsize: int
 
     def place(self, box_xyxy: torch.Tensor) -> Transformed:
         """The transformed sample of ``box_xyxy`` (original-image pixels) on this canvas: the same values, bit for
-        bit, as running the transform on the image and the box."""
-        left, top = int(self.transform[1]), int(self.transform[2])
-        box = box_xyxy.to(torch.float32) * self.ratio + torch.tensor([left, top, left, top], dtype=torch.float32)
+        bit, as the random train pipeline's resize and paste would give for the same resize and position."""
+        box = box_xyxy.to(torch.float32) * self.ratio + self.offset
         return Transformed(img=self.img, mask=self.mask, box=xyxy_to_cxcywh(box) / self.imsize,
                            transform=self.transform)
 
@@ -110,7 +111,8 @@ def resize_and_pad(img: Image.Image, imsize: int) -> Canvas:
     sample = _Sample(img, torch.zeros(4))
     sample.resize(imsize, long_side=True)
     out = sample.normalize_and_pad(imsize, None)
-    return Canvas(img=out.img, mask=out.mask, transform=out.transform, ratio=sample.scale, imsize=imsize)
+    return Canvas(img=out.img, mask=out.mask, transform=out.transform, ratio=sample.scale,
+                  offset=out.transform[[1, 2, 1, 2]], imsize=imsize)
 
 
 class _Sample:
@@ -165,9 +167,7 @@ class EvalTransform:
 
     def __call__(self, img: Image.Image, box_xyxy: torch.Tensor, text: str = "",
                  rng: Optional[random.Random] = None) -> Transformed:
-        sample = _Sample(img, box_xyxy)
-        sample.resize(self.imsize, long_side=True)
-        return sample.normalize_and_pad(self.imsize, None)
+        return self.canvas(img).place(box_xyxy)
 
     def canvas(self, img: Image.Image) -> Canvas:
         """The image half of this transform, reusable for every box on ``img``."""
