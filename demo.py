@@ -8,11 +8,12 @@ Stages (each cached: a rerun skips finished work; killed, it resumes where it st
  2. clip       a tiny CLIP pretrained contrastively on that corpus, saved in OpenAI's checkpoint format and
                loaded by every run through ``--model PATH`` like a real CLIP file
  3. pseudo     template, relation and caption pseudo labels (``pseudo_label_generation_module``)
- 4. baseline   CLIP-VG on all template pseudo labels (no selection); it is also the template measurer
+ 4. runs       independent of each other, side by side (``parallel_runs``): CLIP-VG on all template pseudo labels
+               (the baseline, no selection; also the template measurer), on the human ground truth (supervised,
+               the upper bound), and on all caption / all relation labels (their MSA measurers)
  5. ssa        reliability of the template labels under the baseline, greedy threshold search (SSA)
  6. msa        the three sources easy to hard, one measurer each, a threshold per source (MSA)
- 7. supervised CLIP-VG on the human ground truth (the upper bound)
- 8. evaluate   every model on val, testA and testB; the centre-box and largest-object priors
+ 7. evaluate   every model on val, testA and testB; the centre-box and largest-object priors
 Results: ``results.json``, ``results.md`` (printed at the end) and the reliability histograms under
 ``--output_dir``.
 """
@@ -25,6 +26,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -40,12 +42,16 @@ from engine import ACCURACY_IOU
 from models.clip_pretrain import TinyClipConfig, pretrain_tiny_clip
 from utils.box_ops import elementwise_iou
 from utils.io import atomic_write_text, write_json
+from utils.misc import available_cpus
 
 SPLITS = ("val", "testA", "testB")
 SOURCES = ("template", "relation", "caption")
 LAUNCHER = "inprocess"
-"""Every run is a call of its script's ``main`` in this process (no interpreter start-up per run), and identical runs
-(e.g. SSA's candidates are MSA's first step) are trained once (``--run_cache``)."""
+"""The SSA / MSA drivers' runs are calls of their script's ``main`` in this process (no interpreter start-up per
+run), and identical runs (e.g. SSA's candidates are MSA's first step) are trained once (``--run_cache``)."""
+MEASURED_SOURCES = ("caption", "relation")
+"""Sources whose MSA measurer the demo trains itself, beside the baseline (the template measurer) and the supervised
+run: four independent runs, ``DemoConfig.parallel_runs`` at a time."""
 
 
 @dataclass
@@ -69,7 +75,11 @@ class DemoConfig:
     candidate_budget: Optional[int] = None
     """Steps of each SSA / MSA search candidate (the drivers' ``--candidate_budget``; default ``update_budget``)."""
     measurer_budget: Optional[int] = None
-    """Steps of each MSA measurer the driver trains (``--measurer_budget``; default ``update_budget``)."""
+    """Steps of each MSA measurer (the drivers' ``--measurer_budget``; default ``update_budget``)."""
+    parallel_runs: int = 1
+    """How many of the independent runs (baseline, supervised, the caption and relation measurers) train side by
+    side, each a process of its own with an equal share of the CPUs. The tiny model's steps use a second CPU thread
+    poorly, so on 2 cores two one-thread runs side by side do ~1.6x the work of one two-thread run."""
 
 
 PRESETS: Dict[str, DemoConfig] = {
@@ -85,7 +95,8 @@ PRESETS: Dict[str, DemoConfig] = {
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--lr_per_step", "--vl_enc_layers",
                "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images"],
-        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500),
+        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500,
+        parallel_runs=2),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
@@ -94,7 +105,7 @@ PRESETS: Dict[str, DemoConfig] = {
         template=["--horizontal_px", "6", "--vertical_px", "6"],
         train=["--batch_size", "16", "--lr", "1e-3", "--vl_enc_layers", "1", "--vl_dim_feedforward", "64",
                "--vl_nheads", "2", "--num_workers", "0", "--cache_images"],
-        epochs=1, supervised_epochs=1, start=0.0, delta=1.0, min_samples=16),
+        epochs=1, supervised_epochs=1, start=0.0, delta=1.0, min_samples=16, parallel_runs=2),
 }
 
 
@@ -195,27 +206,38 @@ class Demo:
                                  "--output", os.path.join(self.pseudo_dir, "stats.json")])
         return self._store("pseudo", key, {"files": files, "stats": statistics})
 
-    def _train(self, name: str, samples: Sequence[Any], epochs: int, extra: Sequence[str] = (),
-               train_split: str = "train_pseudo") -> Dict[str, Any]:
-        epochs = budget_epochs(len(samples), epochs, self.config.update_budget,
-                               default_min_samples(self.config.train, LAUNCHER))
-        launcher = TrainLauncher(LAUNCHER, common_args=[*self.train_args(), *extra], run_cache=self.run_cache)
+    def _train(self, job: Tuple[str, Sequence[Any], int, Optional[int], Sequence[str], str]) -> Dict[str, Any]:
+        """One independent run ``(name, samples, epochs, max_steps, extra args, train split)`` in a process of its
+        own with ``available_cpus() // parallel_runs`` threads; returns its result."""
+        name, samples, epochs, max_steps, extra, train_split = job
+        epochs = budget_epochs(len(samples), epochs, max_steps, default_min_samples(self.config.train, LAUNCHER))
+        threads = max(1, available_cpus() // self.config.parallel_runs)
+        launcher = TrainLauncher("python", common_args=[*self.train_args(), *extra], run_cache=self.run_cache,
+                                 env={"OMP_NUM_THREADS": str(threads)})
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
-                              samples, epochs, train_split=train_split, tag=name, max_steps=self.config.update_budget)
+                              samples, epochs, train_split=train_split, tag=name, max_steps=max_steps)
         result = record["result"]
         log(f"{name}: {epochs} epochs, best val accuracy {result['val_accu']:.4f} at epoch {result['best_epoch']}")
         return result
 
-    def stage_baseline(self, pseudo: Dict[str, Any]) -> Dict[str, Any]:
-        samples = load_split_file(pseudo["files"]["template"])
-        log(f"baseline: all {len(samples)} template pseudo labels")
-        return self._train("baseline_all_template", samples, self.config.epochs)
-
-    def stage_supervised(self) -> Dict[str, Any]:
-        samples = load_split_file(os.path.join(self.split_root, "synthetic", "synthetic_train.pth"))
-        log(f"supervised: {len(samples)} ground-truth expressions")
-        return self._train("supervised", samples, self.config.supervised_epochs, ["--sup_type", "full"],
-                           train_split="train")
+    def stage_runs(self, pseudo: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
+        """The runs that depend on nothing but the data, ``parallel_runs`` at a time: the baseline on all template
+        labels (no selection; also the template measurer), supervised on the ground truth, and the caption and
+        relation measurers (all labels of their source)."""
+        cfg = self.config
+        measurer_steps = cfg.measurer_budget or cfg.update_budget
+        template = load_split_file(pseudo["files"]["template"])
+        truth = load_split_file(os.path.join(self.split_root, "synthetic", "synthetic_train.pth"))
+        jobs = [("baseline_all_template", template, cfg.epochs, cfg.update_budget, (), "train_pseudo"),
+                ("supervised", truth, cfg.supervised_epochs, cfg.update_budget, ("--sup_type", "full"), "train")]
+        jobs += [(f"measurer_{source}", load_split_file(pseudo["files"][source]), cfg.epochs, measurer_steps, (),
+                  "train_pseudo") for source in MEASURED_SOURCES]
+        log(f"{len(jobs)} independent runs, {cfg.parallel_runs} at a time: all {len(template)} template pseudo labels "
+            f"(no selection), {len(truth)} ground-truth expressions (supervised), measurers of "
+            + ", ".join(MEASURED_SOURCES))
+        with ThreadPoolExecutor(cfg.parallel_runs) as pool:
+            results = list(pool.map(self._train, jobs))
+        return {job[0]: result for job, result in zip(jobs, results)}
 
     def stage_ssa(self, pseudo: Dict[str, Any], baseline: Dict[str, Any]) -> Dict[str, Any]:
         from curriculum import ssa
@@ -228,14 +250,17 @@ class Demo:
         argv[argv.index("--split_root") + 1] = split_root
         return ssa.main([*argv, "--measurer", baseline["best_checkpoint"], "--", *self.train_args()])
 
-    def stage_msa(self, pseudo: Dict[str, Any], baseline: Dict[str, Any]) -> Dict[str, Any]:
+    def stage_msa(self, pseudo: Dict[str, Any], runs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
         from curriculum import msa
         work = os.path.join(self.out, "msa")
         sources = ",".join(f"{s}:{p}" for s, p in pseudo["files"].items())
+        measurers = {"template": runs["baseline_all_template"],
+                     **{source: runs[f"measurer_{source}"] for source in MEASURED_SOURCES}}
         log("MSA: sources easy to hard, source-specific measurers, a threshold per source")
         return msa.main([*self.driver_args(work), "--sources", sources, "--source_specific_only",
                          "--entity_vocab", os.path.join(self.data_root, "synthetic", "upstream", "synonyms.json"),
-                         "--measurers", f"template:{baseline['best_checkpoint']}", "--", *self.train_args()])
+                         "--measurers", ",".join(f"{s}:{r['best_checkpoint']}" for s, r in measurers.items()),
+                         "--", *self.train_args()])
 
     def evaluate(self, name: str, checkpoint: str) -> Dict[str, Dict[str, float]]:
         """Accuracy and mean IoU of ``checkpoint`` on every test split (cached by the checkpoint's bytes)."""
@@ -297,14 +322,13 @@ class Demo:
         world = self.stage_world()
         clip_stats = self.stage_clip()
         pseudo = self.stage_pseudo()
-        baseline = self.stage_baseline(pseudo)
-        ssa_result = self.stage_ssa(pseudo, baseline)
-        msa_result = self.stage_msa(pseudo, baseline)
-        supervised = self.stage_supervised()
-        models = {"all template labels (no selection)": baseline["best_checkpoint"],
+        runs = self.stage_runs(pseudo)
+        ssa_result = self.stage_ssa(pseudo, runs["baseline_all_template"])
+        msa_result = self.stage_msa(pseudo, runs)
+        models = {"all template labels (no selection)": runs["baseline_all_template"]["best_checkpoint"],
                   "SSA (template)": ssa_result["final_model"],
                   "MSA (template + caption + relation)": msa_result["final_model"],
-                  "fully supervised (ground truth)": supervised["best_checkpoint"]}
+                  "fully supervised (ground truth)": runs["supervised"]["best_checkpoint"]}
         log("evaluating on " + ", ".join(SPLITS))
         table = {**{name: self.evaluate(_slug(name), ckpt) for name, ckpt in models.items()}, **self.priors()}
         figures = self.collect_figures(ssa_result, msa_result)

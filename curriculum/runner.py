@@ -15,8 +15,11 @@ still alive (pid and host in the record) is refused; otherwise the command is la
 its own last checkpoint through ``--resume auto``. A folder holding a different command or data, or files without a
 record, is moved aside to ``run_dir.stale-N``, never deleted.
 With a ``run_cache`` folder shared by several launchers (the drivers' ``--run_cache``), a run identical to one
-already finished elsewhere (same command apart from its folder, same training or scored samples, same other split
-files, same measurer) is not run again: its record is returned with ``reused_from`` naming the folder that holds it.
+already finished elsewhere (same command apart from its folder and from a single-process launcher's kind, in this
+process or a fresh interpreter; same training or scored samples, same other split files, same measurer) is not run
+again: its record is returned with ``reused_from`` naming the folder that holds it.
+A launcher's ``env`` adds environment variables to the processes it launches (e.g. ``OMP_NUM_THREADS`` for runs
+side by side); they are not part of a run's identity.
 A failing command raises ``RunFailedError`` naming the log and quoting its last lines; in-process, an exception
 or a non-zero ``SystemExit`` of the script counts as failing, as it would in a process of its own.
 """
@@ -36,7 +39,7 @@ import subprocess
 import sys
 import traceback
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 
@@ -53,6 +56,8 @@ _PROGRESS = re.compile(r"^\| (epoch|resumed)")
 _TAIL_LINES = 25
 INPROCESS = "inprocess"
 """The launcher spec that runs a script's ``main(argv)`` in this process instead of a subprocess."""
+ONE_PROCESS = "<one process>"
+"""How a run cache identity writes a single-process launcher (in this process or a plain interpreter)."""
 
 
 class RunFailedError(RuntimeError):
@@ -261,10 +266,14 @@ class _Launcher:
 
     def __init__(self, script: str, launcher: Union[str, Sequence[str], None] = None,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None) -> None:
+                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> None:
         if echo not in ("progress", "all", "none"):
             raise ValueError(f"echo={echo!r}: expected 'progress', 'all' or 'none'")
         self.prefix = launcher_prefix(launcher)
+        if env and self.prefix == [INPROCESS]:
+            raise ValueError("env: environment variables apply to launched processes, not to the 'inprocess' "
+                             "launcher")
+        self.env = dict(env or {})
         self.script = os.path.abspath(script)
         if not os.path.isfile(self.script):
             raise FileNotFoundError(f"script {self.script}: no such file")
@@ -296,7 +305,7 @@ class _Launcher:
     def _spawn(self, command: List[str], emit: Callable[[bytes], None], on_start: Callable[[int], None]) -> int:
         """Run ``command`` as a subprocess in ``cwd``, each line of its stdout and stderr to ``emit``; its exit
         status. The process is stopped if this one is interrupted."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         proc = subprocess.Popen(command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         try:
             on_start(proc.pid)
@@ -338,13 +347,22 @@ class _Launcher:
         return hashlib.sha1(f"{fingerprint}:{split_files_fingerprint(split_root, dataset, own_split)}".encode()
                             ).hexdigest()
 
+    def _identity(self, command: List[str]) -> List[str]:
+        """``command`` as part of a run's identity: one process, in this one ('inprocess') or a fresh interpreter,
+        computes the same run, so both launchers are written as one token; any other launcher (e.g. torchrun with
+        several processes) stays as it is."""
+        if self.prefix in ([INPROCESS], [sys.executable]):
+            return [ONE_PROCESS, *command[len(self.prefix):]]
+        return command
+
     def _execute(self, run_dir: str, command: List[str], fingerprint: str, tag: str,
                  prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]],
                  cache_fingerprint: Optional[str] = None) -> Dict[str, Any]:
         """Run ``command`` in ``run_dir`` unless finished there (or, with a run cache, elsewhere); ``fingerprint``
         identifies the run's data, ``cache_fingerprint`` (given with a run cache, see ``_context``) everything it
         reads."""
-        key = RunCache.key(run_dir, command, cache_fingerprint) if cache_fingerprint is not None else None
+        key = (RunCache.key(run_dir, self._identity(command), cache_fingerprint) if cache_fingerprint is not None
+               else None)
         record = self._execute_here(run_dir, command, fingerprint, tag, prepare, collect, key)
         if key is not None and not record.get("reused_from"):
             self.run_cache.add(key, record["run_dir"])
@@ -436,8 +454,8 @@ class TrainLauncher(_Launcher):
 
     def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_TRAIN_SCRIPT,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None) -> None:
-        super().__init__(script, launcher, common_args, cwd, echo, run_cache)
+                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env)
 
     def command(self, run_dir: str, dataset: str, data_root: str, epochs: int,
                 max_steps: Optional[int] = None) -> List[str]:
@@ -473,8 +491,8 @@ class ScoreLauncher(_Launcher):
 
     def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_SCORE_SCRIPT,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None) -> None:
-        super().__init__(script, launcher, common_args, cwd, echo, run_cache)
+                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> None:
+        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env)
 
     def command(self, run_dir: str, eval_model: str, dataset: str, data_root: str,
                 eval_set: str = "train_pseudo") -> List[str]:

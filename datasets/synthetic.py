@@ -41,10 +41,13 @@ import hashlib
 import io
 import json
 import math
+import multiprocessing
 import os
 import re
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -55,6 +58,7 @@ from torchvision.ops import box_iou
 
 from utils.box_ops import elementwise_iou
 from utils.io import atomic_torch_save, atomic_write_bytes
+from utils.misc import available_cpus
 
 DATASET = "synthetic"
 GENERATOR_VERSION = 1
@@ -128,6 +132,7 @@ _STREAMS = {"scene": 1, "render": 2, "expressions": 3, "detections": 4, "attribu
             "captions": 7, "pretrain": 8}
 _SPLIT_CODES = {"train": 0, "val": 1, "testA": 2, "testB": 3, "pretrain": 4}
 _IMAGE_RE = re.compile(r"^(syn|pre)_\d{6}\.jpg$")
+_PARALLEL_MIN_IMAGES = 1000
 
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -1034,17 +1039,70 @@ def image_names(config: SyntheticConfig) -> Dict[str, List[str]]:
     return names
 
 
+def pretrain_names(config: SyntheticConfig) -> List[str]:
+    """File names of the pretraining corpus: ``pre_000001.jpg`` ..."""
+    return [f"pre_{i + 1:06d}.jpg" for i in range(config.n_pretrain)]
+
+
+def world_item(config: SyntheticConfig, split: str, index: int, name: str) -> Any:
+    """Scene ``index`` of ``split`` with its expressions, or for ``split`` 'pretrain' a (scene, caption) pair;
+    a function of (config, split, index) only, so any partition of the work gives the same world."""
+    scene = sample_scene(config, split, index, name)
+    if split == "pretrain":
+        return scene, pretrain_caption(scene, _rng(config, "pretrain", "pretrain", index))
+    return add_expressions(scene, config, split, index)
+
+
+def _all_names(config: SyntheticConfig) -> Dict[str, List[str]]:
+    return {**image_names(config), "pretrain": pretrain_names(config)}
+
+
+def _assemble(config: SyntheticConfig, items: Dict[str, List[Any]]) -> World:
+    return World(config, {split: items[split] for split in image_names(config)}, items["pretrain"])
+
+
 def build_world(config: SyntheticConfig) -> World:
     """Every scene and expression of ``config`` (no files written)."""
-    splits = {}
-    for split, names in image_names(config).items():
-        splits[split] = [add_expressions(sample_scene(config, split, i, name), config, split, i)
-                         for i, name in enumerate(names)]
-    pretrain = []
-    for i in range(config.n_pretrain):
-        scene = sample_scene(config, "pretrain", i, f"pre_{i + 1:06d}.jpg")
-        pretrain.append((scene, pretrain_caption(scene, _rng(config, "pretrain", "pretrain", i))))
-    return World(config, splits, pretrain)
+    return _assemble(config, {split: [world_item(config, split, i, name) for i, name in enumerate(names)]
+                              for split, names in _all_names(config).items()})
+
+
+def _write_chunk(config: SyntheticConfig, split: str, start: int, names: Sequence[str], folder: str) -> List[Any]:
+    """Build items ``start .. start + len(names) - 1`` of ``split`` and write their images into ``folder``."""
+    items = []
+    for index, name in enumerate(names, start):
+        item = world_item(config, split, index, name)
+        scene = item[0] if split == "pretrain" else item
+        image = render_scene(scene, _rng(config, "render", split, index), config.class_textures)
+        atomic_write_bytes(os.path.join(folder, name), _jpeg_bytes(image, config.jpeg_quality), durable=False)
+        items.append(item)
+    return items
+
+
+def write_world(config: SyntheticConfig, paths: Dict[str, str], workers: int = 1) -> World:
+    """Build the world and write its images, in ``workers`` processes (spawned; each scene and image depends only
+    on its own seeded draws, so the files are the same for any ``workers``). Worlds under ``_PARALLEL_MIN_IMAGES``
+    images are written in this process, where a pool's start-up would cost more than it saves."""
+    names = _all_names(config)
+    jobs = []
+    chunk = max(1, math.ceil(sum(map(len, names.values())) / (4 * workers)))
+    for split, split_names in names.items():
+        folder = paths["pretrain_images" if split == "pretrain" else "images"]
+        jobs += [(config, split, start, split_names[start:start + chunk], folder)
+                 for start in range(0, len(split_names), chunk)]
+    chunks = None
+    if workers > 1 and sum(map(len, names.values())) >= _PARALLEL_MIN_IMAGES:
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                chunks = list(pool.map(_write_chunk, *zip(*jobs)))
+        except BrokenProcessPool as exc:  # e.g. a __main__ that spawned processes cannot import (python - < file)
+            print(f"synthetic world: worker processes failed ({exc}); writing it in this process", file=sys.stderr)
+    if chunks is None:
+        chunks = [_write_chunk(*job) for job in jobs]
+    items: Dict[str, List[Any]] = {split: [] for split in names}
+    for job, written in zip(jobs, chunks):
+        items[job[1]].extend(written)
+    return _assemble(config, items)
 
 
 def simulate_upstream(scenes: Sequence[Scene], config: SyntheticConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -1149,12 +1207,15 @@ def _jpeg_bytes(image: Image.Image, quality: int) -> bytes:
 
 
 def _split_samples(scenes: Sequence[Scene]) -> List[Tuple[str, str, List[float], str, str]]:
+    """The split file's samples. Strings are interned: equal strings are one object, so the pickled file does not
+    depend on which process built which scene (pickle writes a repeated object as a reference)."""
     samples = []
     for scene in scenes:
         stem = os.path.splitext(scene.image)[0]
         for e in scene.expressions:
             x1, y1, x2, y2 = scene.obj(e.target).box
-            samples.append((scene.image, f"{stem}_{e.target}", [x1, y1, x2 - x1, y2 - y1], e.phrase, e.kind))
+            samples.append((sys.intern(scene.image), sys.intern(f"{stem}_{e.target}"), [x1, y1, x2 - x1, y2 - y1],
+                            sys.intern(e.phrase), sys.intern(e.kind)))
     return samples
 
 
@@ -1186,7 +1247,7 @@ def output_paths(data_root: str, split_root: str) -> Dict[str, str]:
 def _expected_files(paths: Dict[str, str], config: SyntheticConfig) -> List[str]:
     files = [p for k, p in paths.items() if k not in ("root", "images", "upstream", "pretrain", "pretrain_images")]
     files += [os.path.join(paths["images"], n) for names in image_names(config).values() for n in names]
-    files += [os.path.join(paths["pretrain_images"], f"pre_{i + 1:06d}.jpg") for i in range(config.n_pretrain)]
+    files += [os.path.join(paths["pretrain_images"], n) for n in pretrain_names(config)]
     return files
 
 
@@ -1210,12 +1271,13 @@ def _remove_stale_images(folder: str, keep: set) -> None:
 
 
 def generate(data_root: str, split_root: str, config: Optional[SyntheticConfig] = None,
-             force: bool = False) -> Dict[str, Any]:
+             force: bool = False, workers: Optional[int] = None) -> Dict[str, Any]:
     """Write the synthetic world for ``config`` (default: ``SyntheticConfig()``) and return its summary.
 
     Does nothing but return the stored summary when ``world.json`` holds the same config hash and every file
     exists (unless ``force``). Images this generator wrote for another config and not part of this one are
-    removed. ``world.json`` is written last, so it only exists for a complete world.
+    removed. ``world.json`` is written last, so it only exists for a complete world. ``workers``: processes that
+    build and render the scenes (default: the CPUs available); the files do not depend on it.
     """
     config = config or SyntheticConfig()
     start = time.perf_counter()
@@ -1225,18 +1287,9 @@ def generate(data_root: str, split_root: str, config: Optional[SyntheticConfig] 
         return {**cached, "cached": True, "paths": paths, "seconds": round(time.perf_counter() - start, 2)}
     if os.path.exists(paths["world"]):  # from here on the folder is incomplete until world.json is rewritten
         os.remove(paths["world"])
-    world = build_world(config)
     os.makedirs(paths["images"], exist_ok=True)
     os.makedirs(paths["pretrain_images"], exist_ok=True)
-    for split, scenes in world.splits.items():
-        for index, scene in enumerate(scenes):
-            image = render_scene(scene, _rng(config, "render", split, index), config.class_textures)
-            atomic_write_bytes(os.path.join(paths["images"], scene.image), _jpeg_bytes(image, config.jpeg_quality),
-                               durable=False)
-    for index, (scene, _) in enumerate(world.pretrain):
-        image = render_scene(scene, _rng(config, "render", "pretrain", index), config.class_textures)
-        atomic_write_bytes(os.path.join(paths["pretrain_images"], scene.image),
-                           _jpeg_bytes(image, config.jpeg_quality), durable=False)
+    world = write_world(config, paths, available_cpus() if workers is None else workers)
     _remove_stale_images(paths["images"], {s.image for scenes in world.splits.values() for s in scenes})
     _remove_stale_images(paths["pretrain_images"], {s.image for s, _ in world.pretrain})
     payloads, counts = simulate_upstream(world.splits["train"], config)
@@ -1263,6 +1316,8 @@ def _parser() -> argparse.ArgumentParser:
                                                            "DATA_ROOT/synthetic")
     parser.add_argument("--split_root", required=True, help="split files go under SPLIT_ROOT/synthetic")
     parser.add_argument("--force", action="store_true", help="regenerate even when world.json matches")
+    parser.add_argument("--workers", type=int, help="processes that build and render the scenes (default: the CPUs "
+                                                    "available; the files do not depend on it)")
     for f in dataclasses.fields(SyntheticConfig):
         if f.name == "expression_mix":
             parser.add_argument("--expression_mix", type=lambda s: tuple(float(v) for v in s.split(",")),
@@ -1282,7 +1337,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         config = SyntheticConfig(**fields)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    summary = generate(args.data_root, args.split_root, config, force=args.force)
+    if args.workers is not None and args.workers < 1:
+        raise SystemExit(f"error: --workers {args.workers}: must be at least 1")
+    summary = generate(args.data_root, args.split_root, config, force=args.force, workers=args.workers)
     print(json.dumps(summary, indent=2))
     return summary
 

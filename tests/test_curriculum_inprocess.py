@@ -70,3 +70,31 @@ def test_inprocess_command_line_error_is_a_run_failure(world, tmp_path):
     assert "command failed with exit code 2" in message and f"full log: {log}" in message
     assert "error: unrecognized arguments: --no_such_flag" in message
     assert "unrecognized arguments: --no_such_flag" in open(log).read()
+
+
+def test_run_cache_shares_a_run_between_inprocess_and_interpreter_launches_only(world, tmp_path):
+    cache = str(tmp_path / "cache")
+
+    def run(spec, name, **kwargs):
+        launcher = TrainLauncher(spec, common_args=world["args"], echo="none", run_cache=cache, **kwargs)
+        return launcher.run(str(tmp_path / name), "synthetic", world["data"], world["splits"], world["samples"],
+                            epochs=1)
+
+    first = run("inprocess", "a")
+    second = run("python", "b", env={"OMP_NUM_THREADS": "1"})
+    assert second["reused_from"] == first["run_dir"] and not os.path.exists(tmp_path / "b" / "output")
+    # several processes train differently (each its own batch): no sharing with a one-process run
+    command = first["command"][1:]
+    torchrun = TrainLauncher("torchrun --nproc_per_node=2", common_args=world["args"])
+    assert torchrun._identity([*torchrun.prefix, *command]) != TrainLauncher("python")._identity(
+        [sys.executable, *command])
+
+
+def test_launcher_env_reaches_launched_processes_and_is_refused_in_process():
+    launcher = TrainLauncher("python", env={"CLIPVG_TEST_VAR": "42"})
+    lines = []
+    status = launcher._spawn([sys.executable, "-c", "import os; print(os.environ['CLIPVG_TEST_VAR'])"],
+                             lines.append, lambda pid: None)
+    assert status == 0 and lines == [b"42\n"]
+    with pytest.raises(ValueError, match="inprocess"):
+        TrainLauncher("inprocess", env={"OMP_NUM_THREADS": "1"})

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import build_dataset
+from datasets import build_dataset, synthetic
 from datasets.synthetic import (CLASSES, COLOURS, FAMILIES, KINDS, SPLITS, ExpressionSpec, Pose, Scene,
                                 SceneObject, SyntheticConfig, _rng, build_world, class_texture, describe_matches,
                                 generate, main, output_paths, relation_holds, render_scene)
@@ -319,6 +319,18 @@ def test_second_run_uses_the_cache_and_a_new_config_regenerates_and_drops_stale_
     assert not make(tmp_path, "w", smaller)[0]["cached"]
 
 
+def test_worker_processes_write_the_same_files_as_one_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic, "_PARALLEL_MIN_IMAGES", 0)  # the tiny world would otherwise stay in-process
+    config = dataclasses.replace(TINY, n_train_images=9, n_pretrain=7)
+    one = output_paths(str(tmp_path / "one" / "data"), str(tmp_path / "one" / "splits"))
+    two = output_paths(str(tmp_path / "two" / "data"), str(tmp_path / "two" / "splits"))
+    generate(str(tmp_path / "one" / "data"), str(tmp_path / "one" / "splits"), config, workers=1)
+    generate(str(tmp_path / "two" / "data"), str(tmp_path / "two" / "splits"), config, workers=2)
+    files = output_files(one)
+    assert sum(name.startswith(("images/", "pretrain/pretrain_images/")) for name in files) == 9 + 3 * 3 + 7
+    assert output_files(two) == files
+
+
 def test_cli_matches_the_library_and_rejects_bad_values(tmp_path, capsys):
     flags = ["--seed", "3", "--n_train_images", "6", "--n_val_images", "3", "--n_testA_images", "3",
              "--n_testB_images", "3", "--n_pretrain", "4"]
@@ -334,6 +346,8 @@ def test_cli_matches_the_library_and_rejects_bad_values(tmp_path, capsys):
     assert output_files(cli_paths) == output_files(paths)
     with pytest.raises(SystemExit, match="miss_rate"):
         main(["--data_root", str(tmp_path / "x"), "--split_root", str(tmp_path / "y"), "--miss_rate", "1.5"])
+    with pytest.raises(SystemExit, match="--workers 0"):
+        main(["--data_root", str(tmp_path / "x"), "--split_root", str(tmp_path / "y"), "--workers", "0"])
 
 
 @pytest.mark.parametrize("field, value", [("miss_rate", -0.1), ("spurious_rate", 5.0), ("min_objects", 1),

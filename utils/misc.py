@@ -104,6 +104,11 @@ def _launcher_environment(args: argparse.Namespace) -> tuple[int, int, int] | No
     return None
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def resolve_device(requested: str | None) -> torch.device:
     """``cuda`` when available and nothing was asked for; a clear error when CUDA is asked for but missing."""
     if not requested:
