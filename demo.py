@@ -11,8 +11,9 @@ Stages (each cached: a rerun skips finished work; killed, it resumes where it st
  4. runs       independent of each other, side by side (``parallel_runs``): CLIP-VG on all template pseudo labels
                (the baseline, no selection; also the template measurer), on the human ground truth (supervised,
                the upper bound), and on all caption / all relation labels (their MSA measurers)
- 5. ssa        reliability of the template labels under the baseline, greedy threshold search (SSA)
- 6. msa        the three sources easy to hard, one measurer each, a threshold per source (MSA)
+ 5. searches   SSA (the template labels scored by the baseline, greedy threshold search), then MSA (the three
+               sources easy to hard, one measurer each, a threshold per source), in this process
+ 6. finals     SSA's and MSA's final models, side by side: each driver resumed in a process of its own
  7. evaluate   every model on val, testA and testB; the centre-box and largest-object priors
 Results: ``results.json``, ``results.md`` (printed at the end) and the reliability histograms under
 ``--output_dir``.
@@ -24,6 +25,7 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,7 @@ import torch
 from torchvision.ops import box_iou
 
 from curriculum.driver import budget_epochs, default_min_samples
-from curriculum.runner import TrainLauncher, file_fingerprint
+from curriculum.runner import REPO_ROOT, TrainLauncher, file_fingerprint
 from curriculum.selection import prepare_split_root
 from datasets.records import load_split_file, parse_records
 from datasets.synthetic import SyntheticConfig, generate
@@ -206,14 +208,17 @@ class Demo:
                                  "--output", os.path.join(self.pseudo_dir, "stats.json")])
         return self._store("pseudo", key, {"files": files, "stats": statistics})
 
+    def lane_env(self) -> Dict[str, str]:
+        """Environment of a process that runs beside others: an equal share of the CPUs as its thread count."""
+        return {"OMP_NUM_THREADS": str(max(1, available_cpus() // self.config.parallel_runs))}
+
     def _train(self, job: Tuple[str, Sequence[Any], int, Optional[int], Sequence[str], str]) -> Dict[str, Any]:
         """One independent run ``(name, samples, epochs, max_steps, extra args, train split)`` in a process of its
-        own with ``available_cpus() // parallel_runs`` threads; returns its result."""
+        own (``lane_env``); returns its result."""
         name, samples, epochs, max_steps, extra, train_split = job
         epochs = budget_epochs(len(samples), epochs, max_steps, default_min_samples(self.config.train, LAUNCHER))
-        threads = max(1, available_cpus() // self.config.parallel_runs)
         launcher = TrainLauncher("python", common_args=[*self.train_args(), *extra], run_cache=self.run_cache,
-                                 env={"OMP_NUM_THREADS": str(threads)})
+                                 env=self.lane_env())
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
                               samples, epochs, train_split=train_split, tag=name, max_steps=max_steps)
         result = record["result"]
@@ -239,28 +244,59 @@ class Demo:
             results = list(pool.map(self._train, jobs))
         return {job[0]: result for job, result in zip(jobs, results)}
 
-    def stage_ssa(self, pseudo: Dict[str, Any], baseline: Dict[str, Any]) -> Dict[str, Any]:
-        from curriculum import ssa
-        work = os.path.join(self.out, "ssa")
+    def ssa_argv(self, pseudo: Dict[str, Any], baseline: Dict[str, Any]) -> List[str]:
+        """The SSA driver's arguments: the template labels scored by the baseline."""
         split_root = os.path.join(self.out, "ssa_input")
         prepare_split_root(split_root, "synthetic", self.split_root, "train_pseudo",
                            load_split_file(pseudo["files"]["template"]))
-        log("SSA: template labels scored by the baseline, greedy threshold search")
-        argv = self.driver_args(work)
+        argv = self.driver_args(os.path.join(self.out, "ssa"))
         argv[argv.index("--split_root") + 1] = split_root
-        return ssa.main([*argv, "--measurer", baseline["best_checkpoint"], "--", *self.train_args()])
+        return [*argv, "--measurer", baseline["best_checkpoint"], "--", *self.train_args()]
 
-    def stage_msa(self, pseudo: Dict[str, Any], runs: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
-        from curriculum import msa
-        work = os.path.join(self.out, "msa")
+    def msa_argv(self, pseudo: Dict[str, Any], runs: Dict[str, Dict[str, Any]]) -> List[str]:
+        """The MSA driver's arguments: the three sources, each with the measurer the demo trained on it."""
         sources = ",".join(f"{s}:{p}" for s, p in pseudo["files"].items())
         measurers = {"template": runs["baseline_all_template"],
                      **{source: runs[f"measurer_{source}"] for source in MEASURED_SOURCES}}
+        return [*self.driver_args(os.path.join(self.out, "msa")), "--sources", sources, "--source_specific_only",
+                "--entity_vocab", os.path.join(self.data_root, "synthetic", "upstream", "synonyms.json"),
+                "--measurers", ",".join(f"{s}:{r['best_checkpoint']}" for s, r in measurers.items()),
+                "--", *self.train_args()]
+
+    def stage_searches(self, drivers: Dict[str, List[str]]) -> None:
+        """SSA's and then MSA's threshold searches, in this process (``--search_only``: the final runs come next)."""
+        from curriculum import msa, ssa
+        log("SSA: template labels scored by the baseline, greedy threshold search")
+        ssa.main(_with_flag(drivers["ssa"], "--search_only"))
         log("MSA: sources easy to hard, source-specific measurers, a threshold per source")
-        return msa.main([*self.driver_args(work), "--sources", sources, "--source_specific_only",
-                         "--entity_vocab", os.path.join(self.data_root, "synthetic", "upstream", "synonyms.json"),
-                         "--measurers", ",".join(f"{s}:{r['best_checkpoint']}" for s, r in measurers.items()),
-                         "--", *self.train_args()])
+        msa.main(_with_flag(drivers["msa"], "--search_only"))
+
+    def stage_finals(self, drivers: Dict[str, List[str]]) -> Dict[str, Dict[str, Any]]:
+        """SSA's and MSA's final runs side by side: each driver's own command again, without ``--search_only``, in
+        a process of its own (it resumes its recorded state and trains only the final model); their results."""
+        log(f"SSA's and MSA's final runs, {self.config.parallel_runs} at a time")
+        with ThreadPoolExecutor(self.config.parallel_runs) as pool:
+            results = list(pool.map(self._driver_process, drivers.items()))
+        return dict(zip(drivers, results))
+
+    def _driver_process(self, driver: Tuple[str, List[str]]) -> Dict[str, Any]:
+        name, argv = driver
+        work = os.path.join(self.out, name)
+        log_path = os.path.join(work, "final_process.log")
+        with open(log_path, "ab") as fh:
+            status = subprocess.run([sys.executable, "-m", f"curriculum.{name}", *argv], cwd=REPO_ROOT,
+                                    env={**os.environ, **self.lane_env()}, stdout=fh,
+                                    stderr=subprocess.STDOUT).returncode
+        if status != 0:
+            with open(log_path, errors="replace") as fh:
+                tail = "".join(fh.readlines()[-20:])
+            raise RuntimeError(f"the {name.upper()} driver's final run failed (exit status {status}); log "
+                               f"{log_path}:\n{tail}")
+        with open(os.path.join(work, f"{name}_result.json")) as fh:
+            result = json.load(fh)
+        log(f"{name.upper()} final model: val accuracy {result['final_val_accu']:.4f} ({result['n_selected']} "
+            "samples)")
+        return result
 
     def evaluate(self, name: str, checkpoint: str) -> Dict[str, Dict[str, float]]:
         """Accuracy and mean IoU of ``checkpoint`` on every test split (cached by the checkpoint's bytes)."""
@@ -323,8 +359,10 @@ class Demo:
         clip_stats = self.stage_clip()
         pseudo = self.stage_pseudo()
         runs = self.stage_runs(pseudo)
-        ssa_result = self.stage_ssa(pseudo, runs["baseline_all_template"])
-        msa_result = self.stage_msa(pseudo, runs)
+        drivers = {"ssa": self.ssa_argv(pseudo, runs["baseline_all_template"]), "msa": self.msa_argv(pseudo, runs)}
+        self.stage_searches(drivers)
+        finals = self.stage_finals(drivers)
+        ssa_result, msa_result = finals["ssa"], finals["msa"]
         models = {"all template labels (no selection)": runs["baseline_all_template"]["best_checkpoint"],
                   "SSA (template)": ssa_result["final_model"],
                   "MSA (template + caption + relation)": msa_result["final_model"],
@@ -362,6 +400,12 @@ class Demo:
                 shutil.copyfile(src, os.path.join(folder, name))
                 found.append(os.path.join("figures", name))
         return found
+
+
+def _with_flag(argv: List[str], flag: str) -> List[str]:
+    """``argv`` (driver arguments, ``--``, training arguments) with ``flag`` added to the driver's part."""
+    cut = argv.index("--")
+    return [*argv[:cut], flag, *argv[cut:]]
 
 
 def _slug(name: str) -> str:

@@ -86,6 +86,27 @@ def final_is_best_candidate(args: argparse.Namespace) -> bool:
     return args.final_epochs == args.candidate_epochs and args.final_budget == args.candidate_budget
 
 
+def skips_final(args: argparse.Namespace) -> bool:
+    """Whether this call stops before the final run (``--search_only``, and the final model is not simply the best
+    candidate)."""
+    return args.search_only and not final_is_best_candidate(args)
+
+
+def final_summary(final: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The final model's result fields (None while ``--search_only`` left it untrained)."""
+    if final is None:
+        return {"final_val_accu": None, "final_model": None, "final_run_dir": None}
+    return {"final_val_accu": final["result"]["val_accu"], "final_model": final["result"]["best_checkpoint"],
+            "final_run_dir": final["run_dir"]}
+
+
+def final_line(result: Dict[str, Any]) -> str:
+    """The report's line about the final model (or that ``--search_only`` stopped before it)."""
+    if result["final_model"] is None:
+        return "final model: not trained yet (--search_only; the same command without it trains it)"
+    return f"final model {result['final_model']} (val accuracy {fmt(result['final_val_accu'])})"
+
+
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="dataset name (split files {split_root}/{dataset}/...)")
     p.add_argument("--data_root", required=True, help="image folders, passed to every run")
@@ -124,6 +145,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min_samples", type=int,
                    help="a candidate selecting fewer training samples is infeasible and not trained (default: one "
                         "batch per process, --batch_size x the launcher's --nproc_per_node)")
+    p.add_argument("--search_only", action="store_true",
+                   help="stop after the threshold search (measurers, scores, candidates and the selected samples are "
+                        "written) and before the final run; the same command without it then trains only the final "
+                        "model (not a recorded option)")
     p.add_argument("--force", action="store_true", help="accept options that differ from the recorded state")
     p.add_argument("--verbose", action="store_true", help="echo every line the runs print")
 

@@ -32,9 +32,9 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from curriculum.difficulty import entity_counter, load_lexicon, order_sources
-from curriculum.driver import (add_common_arguments, common_options, final_is_best_candidate, fmt,
-                               install_sigterm_exit, make_launchers, markdown_table, run_length, split_argv,
-                               train_split_of, validate_common)
+from curriculum.driver import (add_common_arguments, common_options, final_is_best_candidate, final_line,
+                               final_summary, fmt, install_sigterm_exit, make_launchers, markdown_table, run_length,
+                               skips_final, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities, plot_histogram_grid, reliability_histogram, summary_stats
 from curriculum.search import SearchResult, greedy_threshold_search, new_state
 from curriculum.selection import (check_layout, link_other_splits, load_split, merge_separate_dir, select,
@@ -240,6 +240,8 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     if final_is_best_candidate(args):
         final = state.done(f"step{len(order)}_{order[-1]}_by_{steps[-1]['measurer']}_h_"
                            f"{threshold_tag(steps[-1]['h_star'])}")
+    elif skips_final(args):
+        final = None
     else:
         final = train_step("final", chosen_so_far, "final", {"n_samples": len(chosen_so_far)})
     merged = split_file(selected_root, dataset, train_split)
@@ -253,8 +255,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     figure = plot_histogram_grid(grid, order, order, os.path.join(work, "msa_reliability_matrix.png"),
                                  f"{dataset}: reliability R_ij (row: measurer i, column: source j)")
     result = {"dataset": dataset, "order": order, "mean_entities": difficulty, "steps": steps,
-              "final_val_accu": final["result"]["val_accu"], "final_model": final["result"]["best_checkpoint"],
-              "final_run_dir": final["run_dir"], "selected_split": merged, "selected_split_root": selected_root,
+              **final_summary(final), "selected_split": merged, "selected_split_root": selected_root,
               "separate_files": [s["separate_file"] for s in steps], "n_selected": len(chosen_so_far),
               "reliability_matrix": matrix, "reliability_figure": figure, "measurers": measurer}
     write_json(os.path.join(work, "msa_candidates.json"), candidates)
@@ -270,8 +271,7 @@ def _report(dataset: str, order: List[str], difficulty: Dict[str, Optional[float
             matrix: Dict[str, Dict[str, Any]], steps: List[Dict[str, Any]], candidates: List[Dict[str, Any]],
             result: Dict[str, Any]) -> str:
     parts = [f"# MSA: {dataset}\n",
-             f"Final model {result['final_model']} (val accuracy {fmt(result['final_val_accu'])}), trained on "
-             f"{result['n_selected']} samples: {result['selected_split']}\n",
+             f"{final_line(result)}; {result['n_selected']} samples selected: {result['selected_split']}\n",
              "## Sources (easy to hard)\n",
              markdown_table(["order", "source", "mean entities"],
                             [[k, s, fmt(difficulty[s], 3)] for k, s in enumerate(order, 1)]),

@@ -26,9 +26,9 @@ import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
-from curriculum.driver import (add_common_arguments, common_options, final_is_best_candidate, fmt,
-                               install_sigterm_exit, make_launchers, markdown_table, run_length, split_argv,
-                               train_split_of, validate_common)
+from curriculum.driver import (add_common_arguments, common_options, final_is_best_candidate, final_line,
+                               final_summary, fmt, install_sigterm_exit, make_launchers, markdown_table, run_length,
+                               skips_final, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities
 from curriculum.search import greedy_threshold_search, new_state
 from curriculum.selection import load_split, prepare_split_root, select, split_file, threshold_tag
@@ -130,6 +130,8 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     best = state.done(candidate_name(h_star))
     if final_is_best_candidate(args):
         final = best
+    elif skips_final(args):
+        final = None
     else:
         final = train_step(f"final_h_{threshold_tag(h_star)}", chosen, "final",
                            {"h": h_star, "n_samples": len(chosen), "share": len(chosen) / len(source)})
@@ -143,15 +145,14 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
           "**h\\***" if r["chosen"] else (r["skipped"] or "")] for r in rows])
     result = {
         "dataset": dataset, "h_star": h_star, "candidate_val_accu": found.accuracy,
-        "final_val_accu": final["result"]["val_accu"], "final_model": final["result"]["best_checkpoint"],
-        "final_run_dir": final["run_dir"], "selected_split": selected_file, "selected_split_root": selected_root,
+        **final_summary(final), "selected_split": selected_file, "selected_split_root": selected_root,
         "n_selected": len(chosen), "n_source": len(source), "measurer": measurer,
         "reliability_file": reliability_file, "search_trace": found.trace, "candidates": rows,
     }
     write_json(os.path.join(work, "ssa_candidates.json"), rows)
     atomic_write_text(os.path.join(work, "ssa_candidates.md"),
                       f"# SSA candidates: {dataset}\n\nh* = {h_star:g} ({len(chosen)} of {len(source)} samples), "
-                      f"final model {result['final_model']} (val accuracy {fmt(result['final_val_accu'])})\n\n{table}")
+                      f"{final_line(result)}\n\n{table}")
     write_json(os.path.join(work, "ssa_result.json"), result)
     state.data["result"] = {k: v for k, v in result.items() if k not in ("candidates", "search_trace")}
     state.save()

@@ -561,6 +561,27 @@ def test_candidate_and_measurer_budgets_make_a_cheap_search_and_one_final_run(wo
         ssa.main(common_argv(world, "ssa2", "--update_budget", "30", "--measurer_budget", "0"))
 
 
+def test_search_only_stops_before_the_final_run_and_the_same_command_then_trains_only_that(world):
+    budgets = ("--update_budget", "30", "--candidate_budget", "12")
+    for driver, work, extra in ((ssa, "ssa", ()), (msa, "msa", ("--sources", msa_sources(world)))):
+        searched = driver.main([*common_argv(world, work, *budgets, *extra, "--search_only")])
+        assert searched["final_model"] is None and searched["final_val_accu"] is None
+        assert len(load_split(searched["selected_split"])) == searched["n_selected"] > 0
+        state_path = world / work / f"{work}_state.json"
+        before = json.load(open(state_path))["steps"]
+        assert not [name for name in before if name.startswith("final")]
+        report = "ssa_candidates.md" if driver is ssa else "msa_table.md"
+        assert "not trained yet (--search_only" in (world / work / report).read_text()
+
+        done = driver.main(common_argv(world, work, *budgets, *extra))
+        after = json.load(open(state_path))["steps"]
+        new = sorted(set(after) - set(before))
+        assert len(new) == 1 and new[0].startswith("final") and done["final_run_dir"] == after[new[0]]["run_dir"]
+        assert all(after[name] == step for name, step in before.items())  # nothing else ran again
+        assert done["n_selected"] == searched["n_selected"] and done["final_model"]
+        assert "not trained yet" not in (world / work / report).read_text()
+
+
 def test_default_min_samples_is_one_batch_per_process():
     assert default_min_samples(["--batch_size", "64"], "torchrun --nproc_per_node=4") == 256
     assert default_min_samples(["--batch_size=16"], "python -m torch.distributed.run --nproc-per-node 2") == 32
