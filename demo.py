@@ -280,13 +280,21 @@ class Demo:
         return dict(zip(drivers, results))
 
     def _driver_process(self, driver: Tuple[str, List[str]]) -> Dict[str, Any]:
+        """Run ``python -m curriculum.<name> <argv>`` (``lane_env``), everything it prints appended to
+        ``<name>/final_process.log`` and its progress lines (``[tag] ...``) echoed; its ``<name>_result.json``."""
         name, argv = driver
         work = os.path.join(self.out, name)
         log_path = os.path.join(work, "final_process.log")
         with open(log_path, "ab") as fh:
-            status = subprocess.run([sys.executable, "-m", f"curriculum.{name}", *argv], cwd=REPO_ROOT,
-                                    env={**os.environ, **self.lane_env()}, stdout=fh,
-                                    stderr=subprocess.STDOUT).returncode
+            proc = subprocess.Popen([sys.executable, "-m", f"curriculum.{name}", *argv], cwd=REPO_ROOT,
+                                    env={**os.environ, **self.lane_env()}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            for raw in proc.stdout:
+                fh.write(raw)
+                line = raw.decode(errors="replace").rstrip()
+                if line.startswith("["):
+                    print(line, flush=True)
+            status = proc.wait()
         if status != 0:
             with open(log_path, errors="replace") as fh:
                 tail = "".join(fh.readlines()[-20:])
