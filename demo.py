@@ -25,7 +25,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,8 @@ import torch
 from torchvision.ops import box_iou
 
 from curriculum.driver import budget_epochs, default_min_samples
-from curriculum.runner import REPO_ROOT, TrainLauncher, file_fingerprint
+from curriculum.runner import (REPO_ROOT, RunFailedError, TrainLauncher, file_fingerprint, log_tail,
+                               spawn_streaming)
 from curriculum.selection import prepare_split_root
 from datasets.records import load_split_file, parse_records
 from datasets.synthetic import SyntheticConfig, generate
@@ -286,20 +286,17 @@ class Demo:
         work = os.path.join(self.out, name)
         log_path = os.path.join(work, "final_process.log")
         with open(log_path, "ab") as fh:
-            proc = subprocess.Popen([sys.executable, "-m", f"curriculum.{name}", *argv], cwd=REPO_ROOT,
-                                    env={**os.environ, **self.lane_env()}, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT)
-            for raw in proc.stdout:
+            def emit(raw: bytes) -> None:
                 fh.write(raw)
                 line = raw.decode(errors="replace").rstrip()
                 if line.startswith("["):
                     print(line, flush=True)
-            status = proc.wait()
+
+            status = spawn_streaming([sys.executable, "-m", f"curriculum.{name}", *argv], REPO_ROOT,
+                                     self.lane_env(), emit)
         if status != 0:
-            with open(log_path, errors="replace") as fh:
-                tail = "".join(fh.readlines()[-20:])
-            raise RuntimeError(f"the {name.upper()} driver's final run failed (exit status {status}); log "
-                               f"{log_path}:\n{tail}")
+            raise RunFailedError(f"the {name.upper()} driver's final run failed (exit status {status}); log "
+                                 f"{log_path}:\n{log_tail(log_path)}")
         with open(os.path.join(work, f"{name}_result.json")) as fh:
             result = json.load(fh)
         log(f"{name.upper()} final model: val accuracy {result['final_val_accu']:.4f} ({result['n_selected']} "

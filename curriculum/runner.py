@@ -60,6 +60,35 @@ ONE_PROCESS = "<one process>"
 """How a run cache identity writes a single-process launcher (in this process or a plain interpreter)."""
 
 
+def spawn_streaming(command: Sequence[str], cwd: str, env: Mapping[str, str], emit: Callable[[bytes], None],
+                    on_start: Callable[[int], None] = lambda pid: None) -> int:
+    """Run ``command`` as a subprocess in ``cwd``, with ``env`` added to this process's environment (and Python
+    unbuffered), each line of its stdout and stderr to ``emit``; its exit status. The process is stopped if this one
+    is interrupted."""
+    proc = subprocess.Popen(list(command), cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        on_start(proc.pid)
+        for raw in iter(proc.stdout.readline, b""):
+            emit(raw)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def log_tail(path: str) -> str:
+    """The last lines of a log (each progress-bar line reduced to its final state), for error messages."""
+    with open(path, "rb") as fh:
+        lines = fh.read().decode(errors="replace").splitlines()
+    return "\n".join(line.split("\r")[-1] for line in lines[-_TAIL_LINES:])
+
+
 class RunFailedError(RuntimeError):
     """A launched command failed or left no complete result."""
 
@@ -303,23 +332,8 @@ class _Launcher:
             return self._spawn(command, emit, on_start)
 
     def _spawn(self, command: List[str], emit: Callable[[bytes], None], on_start: Callable[[int], None]) -> int:
-        """Run ``command`` as a subprocess in ``cwd``, each line of its stdout and stderr to ``emit``; its exit
-        status. The process is stopped if this one is interrupted."""
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        proc = subprocess.Popen(command, cwd=self.cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            on_start(proc.pid)
-            for raw in iter(proc.stdout.readline, b""):
-                emit(raw)
-            return proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        """Run ``command`` as a subprocess in ``cwd`` with this launcher's ``env`` (``spawn_streaming``)."""
+        return spawn_streaming(command, self.cwd, self.env, emit, on_start)
 
     def _call_main(self, argv: List[str], emit: Callable[[bytes], None]) -> int:
         """Call the script's ``main(argv)`` in this process, in ``cwd``, its stdout and stderr going line by line to
@@ -410,11 +424,11 @@ class _Launcher:
         rc = self._attempt(command, log_path, tag, attempts, started)
         if rc != 0:
             raise RunFailedError(f"{tag}: command failed with exit code {rc}; full log: {log_path}\n"
-                                 f"--- last lines ---\n{_tail(log_path)}")
+                                 f"--- last lines ---\n{log_tail(log_path)}")
         result = collect()
         if result is None:
             raise RunFailedError(f"{tag}: command exited 0 but {record['output_dir']} holds no complete result; "
-                                 f"full log: {log_path}\n--- last lines ---\n{_tail(log_path)}")
+                                 f"full log: {log_path}\n--- last lines ---\n{log_tail(log_path)}")
         record.update(status="done", result=result, finished=_now())
         write_json(record_path, record)
         return {**record, "reused": False}
@@ -441,12 +455,6 @@ def process_alive(pid: Optional[int], host: Optional[str], marker: Optional[str]
 def _still_running(record: Dict[str, Any]) -> bool:
     """Whether the process of an interrupted attempt is still running (its command line names the run's output)."""
     return process_alive(record.get("pid"), record.get("host"), record["output_dir"])
-
-
-def _tail(path: str) -> str:
-    with open(path, "rb") as fh:
-        lines = fh.read().decode(errors="replace").splitlines()
-    return "\n".join(line.split("\r")[-1] for line in lines[-_TAIL_LINES:])
 
 
 class TrainLauncher(_Launcher):

@@ -1084,14 +1084,15 @@ def write_world(config: SyntheticConfig, paths: Dict[str, str], workers: int = 1
     on its own seeded draws, so the files are the same for any ``workers``). Worlds under ``_PARALLEL_MIN_IMAGES``
     images are written in this process, where a pool's start-up would cost more than it saves."""
     names = _all_names(config)
+    total = sum(map(len, names.values()))
     jobs = []
-    chunk = max(1, math.ceil(sum(map(len, names.values())) / (4 * workers)))
+    chunk = max(1, math.ceil(total / (4 * workers)))
     for split, split_names in names.items():
         folder = paths["pretrain_images" if split == "pretrain" else "images"]
         jobs += [(config, split, start, split_names[start:start + chunk], folder)
                  for start in range(0, len(split_names), chunk)]
     chunks = None
-    if workers > 1 and sum(map(len, names.values())) >= _PARALLEL_MIN_IMAGES:
+    if workers > 1 and total >= _PARALLEL_MIN_IMAGES:
         try:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
                 chunks = list(pool.map(_write_chunk, *zip(*jobs)))
