@@ -7,14 +7,15 @@ Stages (each cached: a rerun skips finished work; killed, it resumes where it st
  1. world      the synthetic data set, its simulated upstream-model outputs and an image-caption corpus
  2. clip       a tiny CLIP pretrained contrastively on that corpus, saved in OpenAI's checkpoint format and
                loaded by every run through ``--model PATH`` like a real CLIP file
- 3. pseudo     template, relation and caption pseudo labels (``pseudo_label_generation_module``)
- 4. runs       independent of each other, side by side (``parallel_runs``): CLIP-VG on all template pseudo labels
-               (the baseline, no selection; also the template measurer), on the human ground truth (supervised,
-               the upper bound), and on all caption / all relation labels (their MSA measurers)
- 5. searches   SSA (the template labels scored by the baseline, greedy threshold search), then MSA (the three
-               sources easy to hard, one measurer each, a threshold per source), in this process
- 6. finals     SSA's and MSA's final models, side by side: each driver resumed in a process of its own
- 7. evaluate   every model on val, testA and testB; the centre-box and largest-object priors
+ 3. pseudo     template, relation and caption pseudo labels (``pseudo_label_generation_module``), written by a
+               process of their own while CLIP pretrains
+ 4. training   every CLIP-VG run, ``parallel_runs`` processes at a time, each started as soon as what it needs is
+               done: CLIP-VG on all template pseudo labels (the baseline, no selection; also the template
+               measurer), on all caption / all relation labels (their MSA measurers) and on the human ground truth
+               (supervised, the upper bound); SSA's threshold search (the template labels scored by the baseline)
+               and MSA's (the three sources easy to hard, one measurer each, a threshold per source), each driver
+               with ``--search_only``; then each driver again for its final model
+ 5. evaluate   every model on val, testA and testB; the centre-box and largest-object priors
 Results: ``results.json``, ``results.md`` (printed at the end) and the reliability histograms under
 ``--output_dir``.
 """
@@ -23,13 +24,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import multiprocessing
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torchvision.ops import box_iou
@@ -44,6 +47,7 @@ from engine import ACCURACY_IOU
 from models.clip_pretrain import TinyClipConfig, pretrain_tiny_clip
 from utils.box_ops import elementwise_iou
 from utils.io import atomic_write_text, write_json
+from utils.jobs import Job, run_jobs
 from utils.misc import available_cpus
 
 SPLITS = ("val", "testA", "testB")
@@ -51,9 +55,10 @@ SOURCES = ("template", "relation", "caption")
 LAUNCHER = "inprocess"
 """The SSA / MSA drivers' runs are calls of their script's ``main`` in this process (no interpreter start-up per
 run), and identical runs (e.g. SSA's candidates are MSA's first step) are trained once (``--run_cache``)."""
+_DRIVER_PHASES = {"ssa": "template labels scored by the baseline, greedy threshold search",
+                  "msa": "sources easy to hard, source-specific measurers, a threshold per source"}
 MEASURED_SOURCES = ("caption", "relation")
-"""Sources whose MSA measurer the demo trains itself, beside the baseline (the template measurer) and the supervised
-run: four independent runs, ``DemoConfig.parallel_runs`` at a time."""
+"""Sources whose MSA measurer the demo trains itself; the baseline (all template labels) is the template measurer."""
 
 
 @dataclass
@@ -79,9 +84,9 @@ class DemoConfig:
     measurer_budget: Optional[int] = None
     """Steps of each MSA measurer (the drivers' ``--measurer_budget``; default ``update_budget``)."""
     parallel_runs: int = 1
-    """How many of the independent runs (baseline, supervised, the caption and relation measurers) train side by
-    side, each a process of its own with an equal share of the CPUs. The tiny model's steps use a second CPU thread
-    poorly, so on 2 cores two one-thread runs side by side do ~1.6x the work of one two-thread run."""
+    """How many training jobs (runs, threshold searches, final models) run side by side, each a process of its own
+    with an equal share of the CPUs. The tiny model's steps use a second CPU thread poorly, so on 2 cores two
+    one-thread runs side by side do ~1.6x the work of one two-thread run."""
 
 
 PRESETS: Dict[str, DemoConfig] = {
@@ -90,7 +95,7 @@ PRESETS: Dict[str, DemoConfig] = {
                    min_objects=2, max_objects=3, object_scale=1.5, same_class_rate=0.2,
                    expression_mix=(0.25, 0.3, 0.2, 0.15, 0.1), class_error_rate=0.25, spurious_rate=1.0,
                    duplicate_rate=0.25, box_jitter=0.12, wrong_attribute_rate=0.25, relation_error_rate=0.3,
-                   caption_error_rate=0.3, class_textures=True),
+                   caption_error_rate=0.3, class_textures=True, overspecify_category=0.8, overspecify_colour=0.6),
         clip=dict(embed_dim=64, vision_width=64, vision_layers=2, vision_patch_size=16, text_width=64, text_layers=2),
         clip_resolution=64, clip_epochs=30,
         template=["--horizontal_px", "6", "--vertical_px", "6"],
@@ -184,38 +189,40 @@ class Demo:
             f"(chance {r['chance']:.3f}) -> {self.clip_path}")
         return stats
 
-    def stage_pseudo(self) -> Dict[str, Any]:
-        from pseudo_label_generation_module import caption, relation, stats, template
+    def stage_clip_and_pseudo(self) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        """Stages 2 and 3 at once: the pseudo labels (which do not need CLIP) are written by a process of their own
+        while CLIP pretrains here, or here afterwards where no process can be started."""
         up = os.path.join(self.data_root, "synthetic", "upstream")
         files = {s: os.path.join(self.pseudo_dir, f"{k}_synthetic_train_pseudo_{s}.pth")
                  for k, s in enumerate(SOURCES, 1)}
         key = {"upstream": {n: file_fingerprint(os.path.join(up, f"{n}.json"))
                             for n in ("detections", "attributes", "scene_graphs", "captions", "synonyms")},
                "template": self.config.template, "seed": self.seed}
+        job = (up, files, self.config.template, self.seed, os.path.join(self.pseudo_dir, "stats.json"))
         cached = self._cached("pseudo", key)
         if cached is not None and all(os.path.isfile(p) for p in files.values()):
             log("pseudo labels: cached")
-            return cached
-        dets, attrs = os.path.join(up, "detections.json"), os.path.join(up, "attributes.json")
-        template.main(["--detections", dets, "--attributes", attrs, "--dataset", "synthetic", "--seed",
-                       str(self.seed), *self.config.template, "--output", files["template"]])
-        relation.main(["--scene_graphs", os.path.join(up, "scene_graphs.json"), "--dataset", "synthetic",
-                       "--output", files["relation"]])
-        caption.main(["--captions", os.path.join(up, "captions.json"), "--detections", dets, "--attributes", attrs,
-                      "--synonyms", os.path.join(up, "synonyms.json"), "--dataset", "synthetic",
-                      "--output", files["caption"]])
-        statistics = stats.main(["--dataset", "synthetic", *files.values(), "--detections", dets,
-                                 "--output", os.path.join(self.pseudo_dir, "stats.json")])
-        return self._store("pseudo", key, {"files": files, "stats": statistics})
+            return self.stage_clip(), cached
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending = pool.submit(write_pseudo_labels, *job)
+            clip_stats = self.stage_clip()
+            try:
+                statistics = pending.result()
+            except BrokenProcessPool as exc:  # e.g. a __main__ that spawned processes cannot import
+                log(f"pseudo labels: the worker process failed ({exc}); writing them in this process")
+                statistics = None
+        if statistics is None:
+            statistics = write_pseudo_labels(*job)
+        log("pseudo labels: written: " + ", ".join(f"{s} {v['samples']}" for s, v in statistics["sources"].items()))
+        return clip_stats, self._store("pseudo", key, {"files": files, "stats": statistics})
 
     def lane_env(self) -> Dict[str, str]:
         """Environment of a process that runs beside others: an equal share of the CPUs as its thread count."""
         return {"OMP_NUM_THREADS": str(max(1, available_cpus() // self.config.parallel_runs))}
 
-    def _train(self, job: Tuple[str, Sequence[Any], int, Optional[int], Sequence[str], str]) -> Dict[str, Any]:
-        """One independent run ``(name, samples, epochs, max_steps, extra args, train split)`` in a process of its
-        own (``lane_env``); returns its result."""
-        name, samples, epochs, max_steps, extra, train_split = job
+    def _train(self, name: str, samples: Sequence[Any], epochs: int, max_steps: Optional[int],
+               extra: Sequence[str], train_split: str) -> Dict[str, Any]:
+        """One independent CLIP-VG run on ``samples`` in a process of its own (``lane_env``); its result."""
         epochs = budget_epochs(len(samples), epochs, max_steps, default_min_samples(self.config.train, LAUNCHER))
         launcher = TrainLauncher("python", common_args=[*self.train_args(), *extra], run_cache=self.run_cache,
                                  env=self.lane_env())
@@ -225,66 +232,77 @@ class Demo:
         log(f"{name}: {epochs} epochs, best val accuracy {result['val_accu']:.4f} at epoch {result['best_epoch']}")
         return result
 
-    def stage_runs(self, pseudo: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-        """The runs that depend on nothing but the data, ``parallel_runs`` at a time: the baseline on all template
-        labels (no selection; also the template measurer), supervised on the ground truth, and the caption and
-        relation measurers (all labels of their source)."""
+    def training_jobs(self, pseudo: Dict[str, Any]) -> List[Job]:
+        """Every CLIP-VG run of the demo as jobs, most urgent first (the chain baseline -> SSA search -> MSA search
+        -> MSA final is the longest): the baseline on all template labels (no selection; also the template
+        measurer), the caption and relation measurers (all labels of their source), supervised on the ground
+        truth, the SSA and MSA threshold searches (each driver with ``--search_only``) and their final models
+        (each driver again, resuming its recorded state)."""
         cfg = self.config
         measurer_steps = cfg.measurer_budget or cfg.update_budget
         template = load_split_file(pseudo["files"]["template"])
         truth = load_split_file(os.path.join(self.split_root, "synthetic", "synthetic_train.pth"))
-        jobs = [("baseline_all_template", template, cfg.epochs, cfg.update_budget, (), "train_pseudo"),
-                ("supervised", truth, cfg.supervised_epochs, cfg.update_budget, ("--sup_type", "full"), "train")]
-        jobs += [(f"measurer_{source}", load_split_file(pseudo["files"][source]), cfg.epochs, measurer_steps, (),
-                  "train_pseudo") for source in MEASURED_SOURCES]
-        log(f"{len(jobs)} independent runs, {cfg.parallel_runs} at a time: all {len(template)} template pseudo labels "
-            f"(no selection), {len(truth)} ground-truth expressions (supervised), measurers of "
-            + ", ".join(MEASURED_SOURCES))
-        with ThreadPoolExecutor(cfg.parallel_runs) as pool:
-            results = list(pool.map(self._train, jobs))
-        return {job[0]: result for job, result in zip(jobs, results)}
 
-    def ssa_argv(self, pseudo: Dict[str, Any], baseline: Dict[str, Any]) -> List[str]:
+        def train(name: str, samples: Sequence[Any], epochs: int, steps: Optional[int], extra: Sequence[str] = (),
+                  split: str = "train_pseudo") -> Job:
+            return Job(name, lambda done: self._train(name, samples, epochs, steps, extra, split))
+
+        measurers = [train(f"measurer_{source}", load_split_file(pseudo["files"][source]), cfg.epochs,
+                           measurer_steps) for source in MEASURED_SOURCES]
+        msa_needs = ("ssa_search", "baseline_all_template", *(job.name for job in measurers))
+        return [
+            train("baseline_all_template", template, cfg.epochs, cfg.update_budget),
+            measurers[0],
+            Job("ssa_search", lambda done: self._driver_process("ssa", self.ssa_argv(pseudo, done), search=True),
+                needs=("baseline_all_template",)),
+            *measurers[1:],
+            Job("msa_search", lambda done: self._driver_process("msa", self.msa_argv(pseudo, done), search=True),
+                needs=msa_needs),
+            train("supervised", truth, cfg.supervised_epochs, cfg.update_budget, ("--sup_type", "full"), "train"),
+            Job("ssa_final", lambda done: self._driver_process("ssa", self.ssa_argv(pseudo, done), search=False),
+                needs=("ssa_search", "baseline_all_template")),
+            Job("msa_final", lambda done: self._driver_process("msa", self.msa_argv(pseudo, done), search=False),
+                needs=msa_needs + ("msa_search",)),
+        ]
+
+    def stage_training(self, pseudo: Dict[str, Any]) -> Dict[str, Any]:
+        """The training jobs (``training_jobs``) on ``parallel_runs`` lanes, each job a process of its own started
+        as soon as a lane is free and what it needs is done; their results by job name."""
+        jobs = self.training_jobs(pseudo)
+        log(f"{len(jobs)} training jobs, {self.config.parallel_runs} at a time: " + ", ".join(j.name for j in jobs))
+        return run_jobs(jobs, self.config.parallel_runs)
+
+    def ssa_argv(self, pseudo: Dict[str, Any], done: Mapping[str, Any]) -> List[str]:
         """The SSA driver's arguments: the template labels scored by the baseline."""
         split_root = os.path.join(self.out, "ssa_input")
         prepare_split_root(split_root, "synthetic", self.split_root, "train_pseudo",
                            load_split_file(pseudo["files"]["template"]))
         argv = self.driver_args(os.path.join(self.out, "ssa"))
         argv[argv.index("--split_root") + 1] = split_root
-        return [*argv, "--measurer", baseline["best_checkpoint"], "--", *self.train_args()]
+        return [*argv, "--measurer", done["baseline_all_template"]["best_checkpoint"], "--", *self.train_args()]
 
-    def msa_argv(self, pseudo: Dict[str, Any], runs: Dict[str, Dict[str, Any]]) -> List[str]:
+    def msa_argv(self, pseudo: Dict[str, Any], done: Mapping[str, Any]) -> List[str]:
         """The MSA driver's arguments: the three sources, each with the measurer the demo trained on it."""
         sources = ",".join(f"{s}:{p}" for s, p in pseudo["files"].items())
-        measurers = {"template": runs["baseline_all_template"],
-                     **{source: runs[f"measurer_{source}"] for source in MEASURED_SOURCES}}
+        measurers = {"template": done["baseline_all_template"],
+                     **{source: done[f"measurer_{source}"] for source in MEASURED_SOURCES}}
         return [*self.driver_args(os.path.join(self.out, "msa")), "--sources", sources, "--source_specific_only",
                 "--entity_vocab", os.path.join(self.data_root, "synthetic", "upstream", "synonyms.json"),
                 "--measurers", ",".join(f"{s}:{r['best_checkpoint']}" for s, r in measurers.items()),
                 "--", *self.train_args()]
 
-    def stage_searches(self, drivers: Dict[str, List[str]]) -> None:
-        """SSA's and then MSA's threshold searches, in this process (``--search_only``: the final runs come next)."""
-        from curriculum import msa, ssa
-        log("SSA: template labels scored by the baseline, greedy threshold search")
-        ssa.main(_with_flag(drivers["ssa"], "--search_only"))
-        log("MSA: sources easy to hard, source-specific measurers, a threshold per source")
-        msa.main(_with_flag(drivers["msa"], "--search_only"))
-
-    def stage_finals(self, drivers: Dict[str, List[str]]) -> Dict[str, Dict[str, Any]]:
-        """SSA's and MSA's final runs side by side: each driver's own command again, without ``--search_only``, in
-        a process of its own (it resumes its recorded state and trains only the final model); their results."""
-        log(f"SSA's and MSA's final runs, {self.config.parallel_runs} at a time")
-        with ThreadPoolExecutor(self.config.parallel_runs) as pool:
-            results = list(pool.map(self._driver_process, drivers.items()))
-        return dict(zip(drivers, results))
-
-    def _driver_process(self, driver: Tuple[str, List[str]]) -> Dict[str, Any]:
-        """Run ``python -m curriculum.<name> <argv>`` (``lane_env``), everything it prints appended to
-        ``<name>/final_process.log`` and its progress lines (``[tag] ...``) echoed; its ``<name>_result.json``."""
-        name, argv = driver
+    def _driver_process(self, name: str, argv: List[str], search: bool) -> Dict[str, Any]:
+        """Run ``python -m curriculum.<name> <argv>`` (``lane_env``): with ``search``, only its threshold search
+        (``--search_only``), else its final model (it resumes its recorded search). Everything it prints is
+        appended to ``<name>/{search,final}_process.log`` and its progress lines (``[tag] ...``) are echoed;
+        returns its ``<name>_result.json``."""
+        phase = "search" if search else "final"
         work = os.path.join(self.out, name)
-        log_path = os.path.join(work, "final_process.log")
+        os.makedirs(work, exist_ok=True)
+        log_path = os.path.join(work, f"{phase}_process.log")
+        if search:
+            argv = _with_flag(argv, "--search_only")
+        log(f"{name.upper()} {phase}: " + (_DRIVER_PHASES[name] if search else "the final model on its selection"))
         with open(log_path, "ab") as fh:
             def emit(raw: bytes) -> None:
                 fh.write(raw)
@@ -295,12 +313,13 @@ class Demo:
             status = spawn_streaming([sys.executable, "-m", f"curriculum.{name}", *argv], REPO_ROOT,
                                      self.lane_env(), emit)
         if status != 0:
-            raise RunFailedError(f"the {name.upper()} driver's final run failed (exit status {status}); log "
+            raise RunFailedError(f"the {name.upper()} driver's {phase} process failed (exit status {status}); log "
                                  f"{log_path}:\n{log_tail(log_path)}")
         with open(os.path.join(work, f"{name}_result.json")) as fh:
             result = json.load(fh)
-        log(f"{name.upper()} final model: val accuracy {result['final_val_accu']:.4f} ({result['n_selected']} "
-            "samples)")
+        if not search:
+            log(f"{name.upper()} final model: val accuracy {result['final_val_accu']:.4f} ({result['n_selected']} "
+                "samples)")
         return result
 
     def evaluate(self, name: str, checkpoint: str) -> Dict[str, Dict[str, float]]:
@@ -361,13 +380,9 @@ class Demo:
         tic = time.perf_counter()
         log(f"output folder {self.out}")
         world = self.stage_world()
-        clip_stats = self.stage_clip()
-        pseudo = self.stage_pseudo()
-        runs = self.stage_runs(pseudo)
-        drivers = {"ssa": self.ssa_argv(pseudo, runs["baseline_all_template"]), "msa": self.msa_argv(pseudo, runs)}
-        self.stage_searches(drivers)
-        finals = self.stage_finals(drivers)
-        ssa_result, msa_result = finals["ssa"], finals["msa"]
+        clip_stats, pseudo = self.stage_clip_and_pseudo()
+        runs = self.stage_training(pseudo)
+        ssa_result, msa_result = runs["ssa_final"], runs["msa_final"]
         models = {"all template labels (no selection)": runs["baseline_all_template"]["best_checkpoint"],
                   "SSA (template)": ssa_result["final_model"],
                   "MSA (template + caption + relation)": msa_result["final_model"],
@@ -405,6 +420,22 @@ class Demo:
                 shutil.copyfile(src, os.path.join(folder, name))
                 found.append(os.path.join("figures", name))
         return found
+
+
+def write_pseudo_labels(upstream: str, files: Dict[str, str], template_args: Sequence[str], seed: int,
+                        stats_path: str) -> Dict[str, Any]:
+    """Template, relation and caption pseudo labels from the world's upstream outputs in ``upstream`` into
+    ``files`` (by source), with the module's CLIs; their statistics (also written to ``stats_path``)."""
+    from pseudo_label_generation_module import caption, relation, stats, template
+    dets, attrs = os.path.join(upstream, "detections.json"), os.path.join(upstream, "attributes.json")
+    template.main(["--detections", dets, "--attributes", attrs, "--dataset", "synthetic", "--seed", str(seed),
+                   *template_args, "--output", files["template"]])
+    relation.main(["--scene_graphs", os.path.join(upstream, "scene_graphs.json"), "--dataset", "synthetic",
+                   "--output", files["relation"]])
+    caption.main(["--captions", os.path.join(upstream, "captions.json"), "--detections", dets, "--attributes", attrs,
+                  "--synonyms", os.path.join(upstream, "synonyms.json"), "--dataset", "synthetic",
+                  "--output", files["caption"]])
+    return stats.main(["--dataset", "synthetic", *files.values(), "--detections", dets, "--output", stats_path])
 
 
 def _with_flag(argv: List[str], flag: str) -> List[str]:

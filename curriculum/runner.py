@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import importlib.util
 import io
@@ -283,11 +284,14 @@ class RunCache:
         return record
 
     def add(self, key: str, run_dir: str) -> None:
-        """Remember that ``run_dir`` holds the finished run ``key``."""
-        index = self._index()
-        if index.get(key) != run_dir:
-            os.makedirs(self.folder, exist_ok=True)
-            write_json(self.index_path, {**index, key: run_dir})
+        """Remember that ``run_dir`` holds the finished run ``key``. Drivers side by side share the index: the read
+        and rewrite happen under an exclusive lock on ``run_index.json.lock``, so no entry is lost."""
+        os.makedirs(self.folder, exist_ok=True)
+        with open(self.index_path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            index = self._index()
+            if index.get(key) != run_dir:
+                write_json(self.index_path, {**index, key: run_dir})
 
 
 class _Launcher:

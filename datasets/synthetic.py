@@ -151,6 +151,10 @@ class SyntheticConfig:
     ``object_scale`` multiplies every shape's extent (:data:`SIZE_EXTENT`, scaled with ``image_size``).
     ``class_textures``: each class is filled with its own pattern (:func:`class_texture`), so that a tiny CLIP at low
     resolution can tell classes apart by texture, not only by outline.
+    Human expressions start from a shortest unique description; like people's, they then over-specify: one that does
+    not name the target's class names it with probability ``overspecify_category``, then one that does not say its
+    colour says it with probability ``overspecify_colour`` (still true and unique: words are only added). A
+    'category' expression that gains its colour becomes an 'attribute' one.
     """
     seed: int = 0
     image_size: int = 128
@@ -177,6 +181,8 @@ class SyntheticConfig:
     relation_error_rate: float = 0.15
     jpeg_quality: int = 90
     class_textures: bool = False
+    overspecify_category: float = 0.0
+    overspecify_colour: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expression_mix", tuple(float(v) for v in self.expression_mix))
@@ -201,7 +207,7 @@ class SyntheticConfig:
         if self.jpeg_quality > 100:
             raise ValueError(f"SyntheticConfig.jpeg_quality must be <= 100, got {self.jpeg_quality}")
         for name in ("same_class_rate", "miss_rate", "class_error_rate", "wrong_attribute_rate", "duplicate_rate",
-                     "caption_error_rate", "relation_error_rate"):
+                     "caption_error_rate", "relation_error_rate", "overspecify_category", "overspecify_colour"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"SyntheticConfig.{name} must be in [0, 1], got {value!r}")
@@ -765,8 +771,21 @@ def _candidate_specs(scene: Scene, target: SceneObject, kind: str, cache: _Cache
 _CAPTION_SOURCES = (("attribute", 0.3), ("spatial", 0.3), ("relation", 0.4))
 
 
+def _overspecify(spec: ExpressionSpec, kind: str, target: SceneObject, config: SyntheticConfig,
+                 rng: np.random.Generator) -> Tuple[ExpressionSpec, str]:
+    """A human ``spec`` with the words people add beyond the shortest unique description (the config's
+    ``overspecify_*`` rates; no random draw at rate 0, so such worlds do not change), and its kind."""
+    if config.overspecify_category > 0 and spec.category is None and rng.random() < config.overspecify_category:
+        spec = dataclasses.replace(spec, category=target.category)
+    if config.overspecify_colour > 0 and spec.colour is None and rng.random() < config.overspecify_colour:
+        spec = dataclasses.replace(spec, colour=target.colour)
+        if kind == "category":
+            kind = "attribute"
+    return spec, kind
+
+
 def _expression(scene: Scene, target: SceneObject, kind: str, rng: np.random.Generator,
-                cache: _Cache) -> Optional[Expression]:
+                cache: _Cache, config: SyntheticConfig) -> Optional[Expression]:
     if kind == "caption":
         weights = np.array([w for _, w in _CAPTION_SOURCES])
         order = rng.choice(len(weights), size=len(weights), replace=False, p=weights / weights.sum())
@@ -782,6 +801,8 @@ def _expression(scene: Scene, target: SceneObject, kind: str, rng: np.random.Gen
         return None
     weights = np.array([w for _, w in specs])
     spec = specs[int(rng.choice(len(specs), p=weights / weights.sum()))][0]
+    if style == "human":
+        spec, kind = _overspecify(spec, kind, target, config, rng)
     return Expression(render_phrase(spec, style, rng), target.id, spec, kind)
 
 
@@ -801,7 +822,7 @@ def add_expressions(scene: Scene, config: SyntheticConfig, split: str, index: in
         target = order[slot % len(order)]
         kinds = [KINDS[int(i)] for i in rng.choice(len(KINDS), size=int((mix > 0).sum()), replace=False, p=mix)]
         for kind in kinds:
-            expression = _expression(scene, target, kind, rng, cache)
+            expression = _expression(scene, target, kind, rng, cache, config)
             if expression is not None and all(e.phrase != expression.phrase for e in expressions):
                 expressions.append(expression)
                 break

@@ -2,6 +2,7 @@
 same run as a subprocess, reuse without calling ``main`` again, and a command-line error as a ``RunFailedError``."""
 import json
 import os
+import subprocess
 import sys
 
 import pytest
@@ -98,3 +99,18 @@ def test_launcher_env_reaches_launched_processes_and_is_refused_in_process():
     assert status == 0 and lines == [b"42\n"]
     with pytest.raises(ValueError, match="inprocess"):
         TrainLauncher("inprocess", env={"OMP_NUM_THREADS": "1"})
+
+
+def test_run_cache_index_keeps_every_entry_when_processes_add_at_once(tmp_path):
+    """Drivers side by side (the demo's SSA final beside MSA's search) add to one run cache index concurrently."""
+    code = ("import os, sys, time\nfrom curriculum.runner import RunCache\nfolder, tag = sys.argv[1:]\n"
+            "open(os.path.join(folder, tag + '.ready'), 'w').close()\n"
+            "while sum(f.endswith('.ready') for f in os.listdir(folder)) < 3:\n    time.sleep(0.01)\n"
+            "cache = RunCache(os.path.join(folder, 'cache'))\n"
+            "for i in range(100):\n    cache.add(f'{tag}-{i}', f'/runs/{tag}/{i}')\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag], cwd=runner.REPO_ROOT)
+             for tag in ("ssa", "msa", "other")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    index = json.loads((tmp_path / "cache" / runner.RUN_CACHE_INDEX).read_text())
+    assert len(index) == 300
+    assert index["msa-99"] == "/runs/msa/99" and index["ssa-0"] == "/runs/ssa/0"

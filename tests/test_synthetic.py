@@ -101,6 +101,32 @@ def test_every_ground_truth_expression_describes_exactly_its_target():
     assert kinds == set(KINDS)
 
 
+def test_over_specified_human_expressions_add_true_words_and_keep_the_rest_of_the_world():
+    """People name the class and say the colour beyond the shortest unique description; at rate 1 every human
+    expression does, each still picks out exactly its target, and nothing but the expressions changes."""
+    base = dataclasses.replace(TINY, n_train_images=30, n_val_images=10, n_pretrain=0)
+    minimal = build_world(base)
+    over = build_world(dataclasses.replace(base, overspecify_category=1.0, overspecify_colour=1.0))
+    longer = 0
+    for split in minimal.splits:
+        for plain, full in zip(minimal.splits[split], over.splits[split]):
+            assert plain.objects == full.objects  # the same scenes
+            objects = {o.id: o for o in full.objects}
+            for e in full.expressions:
+                assert describe_matches(full, e.spec) == [e.target], (full.image, e.phrase)
+                if e.kind != "caption":
+                    target = objects[e.target]
+                    assert e.spec.category == target.category and e.spec.colour == target.colour, e.phrase
+                    assert e.kind != "category"  # a category expression that gains its colour is an attribute one
+            longer += sum(len(e.phrase.split()) for e in full.expressions if e.kind != "caption")
+            longer -= sum(len(e.phrase.split()) for e in plain.expressions if e.kind != "caption")
+    assert longer > 0
+    half = build_world(dataclasses.replace(base, overspecify_colour=0.5))
+    said = [e.spec.colour is not None for scenes in half.splits.values() for scene in scenes
+            for e in scene.expressions if e.kind != "caption"]
+    assert 0.5 < sum(said) / len(said) < 1.0
+
+
 def test_annotations_record_the_split_targets_and_specs(tmp_path):
     _, paths = make(tmp_path, "w")
     annotations = load_json(paths, "annotations")
@@ -352,7 +378,8 @@ def test_cli_matches_the_library_and_rejects_bad_values(tmp_path, capsys):
 
 @pytest.mark.parametrize("field, value", [("miss_rate", -0.1), ("spurious_rate", 5.0), ("min_objects", 1),
                                           ("max_objects", 9), ("expression_mix", (1.0, 0.0)),
-                                          ("n_val_images", 0), ("box_jitter", 0.9), ("object_scale", 3.0)])
+                                          ("n_val_images", 0), ("box_jitter", 0.9), ("object_scale", 3.0),
+                                          ("overspecify_colour", 1.5)])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SyntheticConfig(**{field: value})

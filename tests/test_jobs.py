@@ -1,0 +1,83 @@
+"""``utils.jobs.run_jobs``: the demo's lanes. Jobs wait for what they need, the list order is the priority, no more
+than ``lanes`` run at once, and a failure stops new jobs and is raised."""
+import threading
+import time
+
+import pytest
+
+from utils.jobs import Job, run_jobs
+
+
+class Recorder:
+    """Jobs that log their start and end and hold their lane until released (or for ``hold`` seconds)."""
+
+    def __init__(self) -> None:
+        self.events = []
+        self.lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def job(self, name, needs=(), hold=0.05, fail=False):
+        def run(done):
+            with self.lock:
+                self.events.append(("start", name, tuple(sorted(done))))
+                self.running += 1
+                self.most = max(self.most, self.running)
+            time.sleep(hold)
+            with self.lock:
+                self.running -= 1
+                self.events.append(("end", name))
+            if fail:
+                raise RuntimeError(f"{name} failed")
+            return f"result of {name}"
+        return Job(name, run, needs)
+
+    def started(self):
+        return [e[1] for e in self.events if e[0] == "start"]
+
+
+def test_jobs_start_after_their_needs_in_priority_order_on_the_given_lanes():
+    rec = Recorder()
+    jobs = [rec.job("a", hold=0.2), rec.job("b", hold=0.05), rec.job("c", needs=("a",)), rec.job("d"),
+            rec.job("e", needs=("c", "d"))]
+    results = run_jobs(jobs, lanes=2)
+    assert results == {name: f"result of {name}" for name in "abcde"}
+    assert list(results) == list("abcde")
+    # b ends first; c still waits for a, so the free lane takes d (the next ready job), then c once a ends
+    assert rec.started() == ["a", "b", "d", "c", "e"]
+    assert rec.most == 2
+    for event in rec.events:  # every job saw the results of all it needs
+        if event[0] == "start":
+            needs = next(j.needs for j in jobs if j.name == event[1])
+            assert set(needs) <= set(event[2])
+    order = [e[1] for e in rec.events if e[0] == "end"]
+    assert order.index("c") < order.index("e") and order.index("d") < order.index("e")
+
+
+def test_one_lane_runs_the_jobs_one_at_a_time_in_dependency_order():
+    rec = Recorder()
+    jobs = [rec.job("late", needs=("early",), hold=0), rec.job("early", hold=0)]
+    run_jobs(jobs, lanes=1)
+    assert rec.started() == ["early", "late"] and rec.most == 1
+
+
+def test_a_failure_stops_new_jobs_lets_running_ones_finish_and_is_raised():
+    rec = Recorder()
+    jobs = [rec.job("bad", hold=0.05, fail=True), rec.job("slow", hold=0.3), rec.job("after", needs=("slow",)),
+            rec.job("child", needs=("bad",))]
+    with pytest.raises(RuntimeError, match="bad failed"):
+        run_jobs(jobs, lanes=2)
+    assert rec.started() == ["bad", "slow"]
+    assert ("end", "slow") in rec.events  # the running job was not abandoned
+
+
+@pytest.mark.parametrize("jobs, message", [
+    ([Job("a", lambda d: 1, needs=("missing",))], "needs unknown job"),
+    ([Job("a", lambda d: 1, needs=("b",)), Job("b", lambda d: 1, needs=("a",))], "cycle"),
+    ([Job("a", lambda d: 1), Job("a", lambda d: 2)], "unique"),
+])
+def test_bad_job_lists_are_refused_before_anything_runs(jobs, message):
+    with pytest.raises(ValueError, match=message):
+        run_jobs(jobs, lanes=2)
+    with pytest.raises(ValueError, match="lanes=0"):
+        run_jobs([Job("a", lambda d: 1)], lanes=0)

@@ -1,0 +1,87 @@
+"""Running interdependent jobs on a fixed number of lanes (threads), each job as soon as what it needs is done.
+
+The demo uses it to keep both CPU lanes busy: every job starts a process of its own, so a lane is a thread that
+waits on that process.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+
+@dataclass(frozen=True)
+class Job:
+    """``run(done)`` once every job named in ``needs`` has finished; ``done`` maps their names to their results."""
+
+    name: str
+    run: Callable[[Mapping[str, Any]], Any]
+    needs: Tuple[str, ...] = ()
+
+
+def run_jobs(jobs: Sequence[Job], lanes: int) -> Dict[str, Any]:
+    """Run ``jobs`` on ``lanes`` threads and return their results by name. A free lane takes the first job, in
+    list order, whose needs are all done (so the list order is the priority). After a failure no new job starts;
+    the running ones finish and the first error is raised."""
+    if lanes < 1:
+        raise ValueError(f"lanes={lanes}: must be at least 1")
+    names = [job.name for job in jobs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"job names must be unique, got {names}")
+    for job in jobs:
+        unknown = [n for n in job.needs if n not in names]
+        if unknown:
+            raise ValueError(f"job {job.name!r} needs unknown job(s) {unknown}; jobs: {names}")
+    _check_acyclic(jobs)
+
+    results: Dict[str, Any] = {}
+    started: set = set()
+    errors: List[BaseException] = []
+    cond = threading.Condition()
+
+    def next_job() -> Optional[Job]:
+        with cond:
+            while not errors and len(started) < len(jobs):
+                for job in jobs:
+                    if job.name not in started and all(n in results for n in job.needs):
+                        started.add(job.name)
+                        return job
+                cond.wait()
+            return None
+
+    def lane() -> None:
+        while True:
+            job = next_job()
+            if job is None:
+                return
+            with cond:
+                done = dict(results)
+            try:
+                value = job.run(done)
+            except BaseException as error:  # re-raised in the caller's thread
+                with cond:
+                    errors.append(error)
+                    cond.notify_all()
+                return
+            with cond:
+                results[job.name] = value
+                cond.notify_all()
+
+    threads = [threading.Thread(target=lane, name=f"lane-{i}", daemon=True) for i in range(min(lanes, len(jobs)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return {name: results[name] for name in names}
+
+
+def _check_acyclic(jobs: Sequence[Job]) -> None:
+    needs = {job.name: job.needs for job in jobs}
+    finished: set = set()
+    while len(finished) < len(needs):
+        ready = [n for n, deps in needs.items() if n not in finished and all(d in finished for d in deps)]
+        if not ready:
+            raise ValueError("jobs need each other in a cycle: " + ", ".join(sorted(set(needs) - finished)))
+        finished.update(ready)
