@@ -7,8 +7,7 @@ Stages (each cached: a rerun skips finished work; killed, it resumes where it st
  1. world      the synthetic data set, its simulated upstream-model outputs and an image-caption corpus
  2. clip       a tiny CLIP pretrained contrastively on that corpus, saved in OpenAI's checkpoint format and
                loaded by every run through ``--model PATH`` like a real CLIP file
- 3. pseudo     template, relation and caption pseudo labels (``pseudo_label_generation_module``), written by a
-               process of their own while CLIP pretrains
+ 3. pseudo     template, relation and caption pseudo labels (``pseudo_label_generation_module``)
  4. training   every CLIP-VG run, ``parallel_runs`` processes at a time, each started as soon as what it needs is
                done: CLIP-VG on all template pseudo labels (the baseline, no selection; also the template
                measurer), on all caption / all relation labels (their MSA measurers) and on the human ground truth
@@ -24,13 +23,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -189,43 +185,41 @@ class Demo:
             f"(chance {r['chance']:.3f}) -> {self.clip_path}")
         return stats
 
-    def stage_clip_and_pseudo(self) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-        """Stages 2 and 3 at once: the pseudo labels (which do not need CLIP) are written by a process of their own
-        while CLIP pretrains here, or here afterwards where no process can be started."""
+    def stage_pseudo(self) -> Dict[str, Any]:
+        from pseudo_label_generation_module import caption, relation, stats, template
         up = os.path.join(self.data_root, "synthetic", "upstream")
         files = {s: os.path.join(self.pseudo_dir, f"{k}_synthetic_train_pseudo_{s}.pth")
                  for k, s in enumerate(SOURCES, 1)}
         key = {"upstream": {n: file_fingerprint(os.path.join(up, f"{n}.json"))
                             for n in ("detections", "attributes", "scene_graphs", "captions", "synonyms")},
                "template": self.config.template, "seed": self.seed}
-        job = (up, files, self.config.template, self.seed, os.path.join(self.pseudo_dir, "stats.json"))
         cached = self._cached("pseudo", key)
         if cached is not None and all(os.path.isfile(p) for p in files.values()):
             log("pseudo labels: cached")
-            return self.stage_clip(), cached
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = pool.submit(write_pseudo_labels, *job)
-            clip_stats = self.stage_clip()
-            try:
-                statistics = pending.result()
-            except BrokenProcessPool as exc:  # e.g. a __main__ that spawned processes cannot import
-                log(f"pseudo labels: the worker process failed ({exc}); writing them in this process")
-                statistics = None
-        if statistics is None:
-            statistics = write_pseudo_labels(*job)
-        log("pseudo labels: written: " + ", ".join(f"{s} {v['samples']}" for s, v in statistics["sources"].items()))
-        return clip_stats, self._store("pseudo", key, {"files": files, "stats": statistics})
+            return cached
+        dets, attrs = os.path.join(up, "detections.json"), os.path.join(up, "attributes.json")
+        template.main(["--detections", dets, "--attributes", attrs, "--dataset", "synthetic", "--seed",
+                       str(self.seed), *self.config.template, "--output", files["template"]])
+        relation.main(["--scene_graphs", os.path.join(up, "scene_graphs.json"), "--dataset", "synthetic",
+                       "--output", files["relation"]])
+        caption.main(["--captions", os.path.join(up, "captions.json"), "--detections", dets, "--attributes", attrs,
+                      "--synonyms", os.path.join(up, "synonyms.json"), "--dataset", "synthetic",
+                      "--output", files["caption"]])
+        statistics = stats.main(["--dataset", "synthetic", *files.values(), "--detections", dets,
+                                 "--output", os.path.join(self.pseudo_dir, "stats.json")])
+        return self._store("pseudo", key, {"files": files, "stats": statistics})
 
-    def lane_env(self) -> Dict[str, str]:
-        """Environment of a process that runs beside others: an equal share of the CPUs as its thread count."""
-        return {"OMP_NUM_THREADS": str(max(1, available_cpus() // self.config.parallel_runs))}
+    def lane_env(self, lanes: int = 1) -> Dict[str, str]:
+        """Environment of a process that runs beside others on ``lanes`` of the ``parallel_runs`` lanes: its share
+        of the CPUs as its thread count."""
+        return {"OMP_NUM_THREADS": str(max(1, available_cpus() * lanes // self.config.parallel_runs))}
 
     def _train(self, name: str, samples: Sequence[Any], epochs: int, max_steps: Optional[int],
-               extra: Sequence[str], train_split: str) -> Dict[str, Any]:
+               extra: Sequence[str], train_split: str, lanes: int) -> Dict[str, Any]:
         """One independent CLIP-VG run on ``samples`` in a process of its own (``lane_env``); its result."""
         epochs = budget_epochs(len(samples), epochs, max_steps, default_min_samples(self.config.train, LAUNCHER))
         launcher = TrainLauncher("python", common_args=[*self.train_args(), *extra], run_cache=self.run_cache,
-                                 env=self.lane_env())
+                                 env=self.lane_env(lanes))
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
                               samples, epochs, train_split=train_split, tag=name, max_steps=max_steps)
         result = record["result"]
@@ -245,7 +239,12 @@ class Demo:
 
         def train(name: str, samples: Sequence[Any], epochs: int, steps: Optional[int], extra: Sequence[str] = (),
                   split: str = "train_pseudo") -> Job:
-            return Job(name, lambda done: self._train(name, samples, epochs, steps, extra, split))
+            return Job(name, lambda done, lanes: self._train(name, samples, epochs, steps, extra, split, lanes))
+
+        def driver(name: str, search: bool, needs: Tuple[str, ...]) -> Job:
+            argv = self.ssa_argv if name == "ssa" else self.msa_argv
+            return Job(f"{name}_{'search' if search else 'final'}",
+                       lambda done, lanes: self._driver_process(name, argv(pseudo, done), search, lanes), needs)
 
         measurers = [train(f"measurer_{source}", load_split_file(pseudo["files"][source]), cfg.epochs,
                            measurer_steps) for source in MEASURED_SOURCES]
@@ -253,16 +252,12 @@ class Demo:
         return [
             train("baseline_all_template", template, cfg.epochs, cfg.update_budget),
             measurers[0],
-            Job("ssa_search", lambda done: self._driver_process("ssa", self.ssa_argv(pseudo, done), search=True),
-                needs=("baseline_all_template",)),
+            driver("ssa", True, ("baseline_all_template",)),
             *measurers[1:],
-            Job("msa_search", lambda done: self._driver_process("msa", self.msa_argv(pseudo, done), search=True),
-                needs=msa_needs),
+            driver("msa", True, msa_needs),
             train("supervised", truth, cfg.supervised_epochs, cfg.update_budget, ("--sup_type", "full"), "train"),
-            Job("ssa_final", lambda done: self._driver_process("ssa", self.ssa_argv(pseudo, done), search=False),
-                needs=("ssa_search", "baseline_all_template")),
-            Job("msa_final", lambda done: self._driver_process("msa", self.msa_argv(pseudo, done), search=False),
-                needs=msa_needs + ("msa_search",)),
+            driver("ssa", False, ("ssa_search", "baseline_all_template")),
+            driver("msa", False, (*msa_needs, "msa_search")),
         ]
 
     def stage_training(self, pseudo: Dict[str, Any]) -> Dict[str, Any]:
@@ -291,7 +286,7 @@ class Demo:
                 "--measurers", ",".join(f"{s}:{r['best_checkpoint']}" for s, r in measurers.items()),
                 "--", *self.train_args()]
 
-    def _driver_process(self, name: str, argv: List[str], search: bool) -> Dict[str, Any]:
+    def _driver_process(self, name: str, argv: List[str], search: bool, lanes: int) -> Dict[str, Any]:
         """Run ``python -m curriculum.<name> <argv>`` (``lane_env``): with ``search``, only its threshold search
         (``--search_only``), else its final model (it resumes its recorded search). Everything it prints is
         appended to ``<name>/{search,final}_process.log`` and its progress lines (``[tag] ...``) are echoed;
@@ -311,7 +306,7 @@ class Demo:
                     print(line, flush=True)
 
             status = spawn_streaming([sys.executable, "-m", f"curriculum.{name}", *argv], REPO_ROOT,
-                                     self.lane_env(), emit)
+                                     self.lane_env(lanes), emit)
         if status != 0:
             raise RunFailedError(f"the {name.upper()} driver's {phase} process failed (exit status {status}); log "
                                  f"{log_path}:\n{log_tail(log_path)}")
@@ -380,7 +375,8 @@ class Demo:
         tic = time.perf_counter()
         log(f"output folder {self.out}")
         world = self.stage_world()
-        clip_stats, pseudo = self.stage_clip_and_pseudo()
+        clip_stats = self.stage_clip()
+        pseudo = self.stage_pseudo()
         runs = self.stage_training(pseudo)
         ssa_result, msa_result = runs["ssa_final"], runs["msa_final"]
         models = {"all template labels (no selection)": runs["baseline_all_template"]["best_checkpoint"],
@@ -420,22 +416,6 @@ class Demo:
                 shutil.copyfile(src, os.path.join(folder, name))
                 found.append(os.path.join("figures", name))
         return found
-
-
-def write_pseudo_labels(upstream: str, files: Dict[str, str], template_args: Sequence[str], seed: int,
-                        stats_path: str) -> Dict[str, Any]:
-    """Template, relation and caption pseudo labels from the world's upstream outputs in ``upstream`` into
-    ``files`` (by source), with the module's CLIs; their statistics (also written to ``stats_path``)."""
-    from pseudo_label_generation_module import caption, relation, stats, template
-    dets, attrs = os.path.join(upstream, "detections.json"), os.path.join(upstream, "attributes.json")
-    template.main(["--detections", dets, "--attributes", attrs, "--dataset", "synthetic", "--seed", str(seed),
-                   *template_args, "--output", files["template"]])
-    relation.main(["--scene_graphs", os.path.join(upstream, "scene_graphs.json"), "--dataset", "synthetic",
-                   "--output", files["relation"]])
-    caption.main(["--captions", os.path.join(upstream, "captions.json"), "--detections", dets, "--attributes", attrs,
-                  "--synonyms", os.path.join(upstream, "synonyms.json"), "--dataset", "synthetic",
-                  "--output", files["caption"]])
-    return stats.main(["--dataset", "synthetic", *files.values(), "--detections", dets, "--output", stats_path])
 
 
 def _with_flag(argv: List[str], flag: str) -> List[str]:

@@ -16,11 +16,13 @@ class Recorder:
         self.lock = threading.Lock()
         self.running = 0
         self.most = 0
+        self.lanes = {}
 
     def job(self, name, needs=(), hold=0.05, fail=False):
-        def run(done):
+        def run(done, lanes):
             with self.lock:
                 self.events.append(("start", name, tuple(sorted(done))))
+                self.lanes[name] = lanes
                 self.running += 1
                 self.most = max(self.most, self.running)
             time.sleep(hold)
@@ -46,6 +48,8 @@ def test_jobs_start_after_their_needs_in_priority_order_on_the_given_lanes():
     # b ends first; c still waits for a, so the free lane takes d (the next ready job), then c once a ends
     assert rec.started() == ["a", "b", "d", "c", "e"]
     assert rec.most == 2
+    # only the last job to start, alone by then, gets both lanes
+    assert rec.lanes == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 2}
     for event in rec.events:  # every job saw the results of all it needs
         if event[0] == "start":
             needs = next(j.needs for j in jobs if j.name == event[1])
@@ -58,7 +62,14 @@ def test_one_lane_runs_the_jobs_one_at_a_time_in_dependency_order():
     rec = Recorder()
     jobs = [rec.job("late", needs=("early",), hold=0), rec.job("early", hold=0)]
     run_jobs(jobs, lanes=1)
-    assert rec.started() == ["early", "late"] and rec.most == 1
+    assert rec.started() == ["early", "late"] and rec.most == 1 and rec.lanes == {"early": 1, "late": 1}
+
+
+def test_the_last_job_shares_only_the_lanes_nobody_else_holds():
+    rec = Recorder()
+    jobs = [rec.job("long", hold=0.3), rec.job("short", hold=0.02), rec.job("last", needs=("short",))]
+    run_jobs(jobs, lanes=3)
+    assert rec.lanes == {"long": 1, "short": 1, "last": 2}  # 'long' still holds its lane
 
 
 def test_a_failure_stops_new_jobs_lets_running_ones_finish_and_is_raised():
@@ -72,12 +83,12 @@ def test_a_failure_stops_new_jobs_lets_running_ones_finish_and_is_raised():
 
 
 @pytest.mark.parametrize("jobs, message", [
-    ([Job("a", lambda d: 1, needs=("missing",))], "needs unknown job"),
-    ([Job("a", lambda d: 1, needs=("b",)), Job("b", lambda d: 1, needs=("a",))], "cycle"),
-    ([Job("a", lambda d: 1), Job("a", lambda d: 2)], "unique"),
+    ([Job("a", lambda d, n: 1, needs=("missing",))], "needs unknown job"),
+    ([Job("a", lambda d, n: 1, needs=("b",)), Job("b", lambda d, n: 1, needs=("a",))], "cycle"),
+    ([Job("a", lambda d, n: 1), Job("a", lambda d, n: 2)], "unique"),
 ])
 def test_bad_job_lists_are_refused_before_anything_runs(jobs, message):
     with pytest.raises(ValueError, match=message):
         run_jobs(jobs, lanes=2)
     with pytest.raises(ValueError, match="lanes=0"):
-        run_jobs([Job("a", lambda d: 1)], lanes=0)
+        run_jobs([Job("a", lambda d, n: 1)], lanes=0)

@@ -12,17 +12,19 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 @dataclass(frozen=True)
 class Job:
-    """``run(done)`` once every job named in ``needs`` has finished; ``done`` maps their names to their results."""
+    """``run(done, lanes)`` once every job named in ``needs`` has finished; ``done`` maps their names to their
+    results, ``lanes`` is how many lanes' worth of resources the job may use (more than 1 only for the last job to
+    start while other lanes are idle: nothing is left for them to do)."""
 
     name: str
-    run: Callable[[Mapping[str, Any]], Any]
+    run: Callable[[Mapping[str, Any], int], Any]
     needs: Tuple[str, ...] = ()
 
 
 def run_jobs(jobs: Sequence[Job], lanes: int) -> Dict[str, Any]:
     """Run ``jobs`` on ``lanes`` threads and return their results by name. A free lane takes the first job, in
     list order, whose needs are all done (so the list order is the priority). After a failure no new job starts;
-    the running ones finish and the first error is raised."""
+    the running ones finish and the first error is raised. The last job to start gets the lanes left idle."""
     if lanes < 1:
         raise ValueError(f"lanes={lanes}: must be at least 1")
     names = [job.name for job in jobs]
@@ -36,35 +38,41 @@ def run_jobs(jobs: Sequence[Job], lanes: int) -> Dict[str, Any]:
 
     results: Dict[str, Any] = {}
     started: set = set()
+    running = [0]
     errors: List[BaseException] = []
     cond = threading.Condition()
 
-    def next_job() -> Optional[Job]:
+    def next_job() -> Optional[Tuple[Job, int]]:
         with cond:
             while not errors and len(started) < len(jobs):
                 for job in jobs:
                     if job.name not in started and all(n in results for n in job.needs):
                         started.add(job.name)
-                        return job
+                        running[0] += 1
+                        share = lanes - running[0] + 1 if len(started) == len(jobs) else 1
+                        return job, share
                 cond.wait()
             return None
 
     def lane() -> None:
         while True:
-            job = next_job()
-            if job is None:
+            picked = next_job()
+            if picked is None:
                 return
+            job, share = picked
             with cond:
                 done = dict(results)
             try:
-                value = job.run(done)
+                value = job.run(done, share)
             except BaseException as error:  # re-raised in the caller's thread
                 with cond:
                     errors.append(error)
+                    running[0] -= 1
                     cond.notify_all()
                 return
             with cond:
                 results[job.name] = value
+                running[0] -= 1
                 cond.notify_all()
 
     threads = [threading.Thread(target=lane, name=f"lane-{i}", daemon=True) for i in range(min(lanes, len(jobs)))]
