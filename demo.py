@@ -14,7 +14,8 @@ Stages (each cached: a rerun skips finished work; killed, it resumes where it st
                (supervised, the upper bound); SSA's threshold search (the template labels scored by the baseline)
                and MSA's (the three sources easy to hard, one measurer each, a threshold per source), each driver
                with ``--search_only``; then each driver again for its final model
- 5. evaluate   every model on val, testA and testB; the centre-box and largest-object priors
+ 5. evaluate   every model on val, testA and testB (each as soon as it is trained); the centre-box and
+               largest-object priors
 Results: ``results.json``, ``results.md`` (printed at the end) and the reliability histograms under
 ``--output_dir``.
 """
@@ -26,6 +27,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -51,6 +53,11 @@ SOURCES = ("template", "relation", "caption")
 LAUNCHER = "inprocess"
 """The SSA / MSA drivers' runs are calls of their script's ``main`` in this process (no interpreter start-up per
 run), and identical runs (e.g. SSA's candidates are MSA's first step) are trained once (``--run_cache``)."""
+COMPARED = {"all template labels (no selection)": ("baseline_all_template", "best_checkpoint"),
+            "SSA (template)": ("ssa_final", "final_model"),
+            "MSA (template + caption + relation)": ("msa_final", "final_model"),
+            "fully supervised (ground truth)": ("supervised", "best_checkpoint")}
+"""The models compared: their name in the results, the training job that makes them and its checkpoint's key."""
 _DRIVER_PHASES = {"ssa": "template labels scored by the baseline, greedy threshold search",
                   "msa": "sources easy to hard, source-specific measurers, a threshold per source"}
 MEASURED_SOURCES = ("caption", "relation")
@@ -83,6 +90,10 @@ class DemoConfig:
     """How many training jobs (runs, threshold searches, final models) run side by side, each a process of its own
     with an equal share of the CPUs. The tiny model's steps use a second CPU thread poorly, so on 2 cores two
     one-thread runs side by side do ~1.6x the work of one two-thread run."""
+    parallel_candidates: int = 1
+    """The drivers' ``--parallel_candidates``: search candidates of one step trained at the same time, each a fresh
+    one-thread interpreter, so that the longest chain of jobs (through both searches) gets more of the CPUs while
+    the other lane is busy, and all of them when it is idle."""
 
 
 PRESETS: Dict[str, DemoConfig] = {
@@ -99,7 +110,7 @@ PRESETS: Dict[str, DemoConfig] = {
                "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images"],
         epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500,
-        parallel_runs=2),
+        parallel_runs=2, parallel_candidates=3),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
@@ -131,6 +142,7 @@ class Demo:
         self.runs = os.path.join(self.out, "runs")
         self.run_cache = os.path.join(self.out, "run_cache")
         self._scenes: Optional[Dict[str, Any]] = None
+        self._eval_lock = threading.Lock()
         os.makedirs(self.out, exist_ok=True)
 
     # -------------------------------------------------------------------------------------------- shared
@@ -145,7 +157,8 @@ class Demo:
         args = ["--dataset", "synthetic", "--data_root", self.data_root, "--split_root", self.split_root,
                 "--work_dir", work_dir, "--launcher", LAUNCHER, "--run_cache", self.run_cache, "--force",
                 "--delta", str(self.config.delta), "--start", str(self.config.start),
-                "--final_epochs", str(self.config.epochs)]
+                "--final_epochs", str(self.config.epochs),
+                "--parallel_candidates", str(self.config.parallel_candidates)]
         if self.config.min_samples is not None:
             args += ["--min_samples", str(self.config.min_samples)]
         for flag in ("update_budget", "candidate_budget", "measurer_budget"):
@@ -209,10 +222,13 @@ class Demo:
                                  "--output", os.path.join(self.pseudo_dir, "stats.json")])
         return self._store("pseudo", key, {"files": files, "stats": statistics})
 
+    def lane_threads(self, lanes: int = 1) -> int:
+        """Threads of a job on ``lanes`` of the ``parallel_runs`` lanes: its share of the CPUs."""
+        return max(1, available_cpus() * lanes // self.config.parallel_runs)
+
     def lane_env(self, lanes: int = 1) -> Dict[str, str]:
-        """Environment of a process that runs beside others on ``lanes`` of the ``parallel_runs`` lanes: its share
-        of the CPUs as its thread count."""
-        return {"OMP_NUM_THREADS": str(max(1, available_cpus() * lanes // self.config.parallel_runs))}
+        """Environment of a process that runs beside others on ``lanes`` lanes (``lane_threads``)."""
+        return {"OMP_NUM_THREADS": str(self.lane_threads(lanes))}
 
     def _train(self, name: str, samples: Sequence[Any], epochs: int, max_steps: Optional[int],
                extra: Sequence[str], train_split: str, lanes: int) -> Dict[str, Any]:
@@ -231,7 +247,8 @@ class Demo:
         -> MSA final is the longest): the baseline on all template labels (no selection; also the template
         measurer), the caption and relation measurers (all labels of their source), supervised on the ground
         truth, the SSA and MSA threshold searches (each driver with ``--search_only``) and their final models
-        (each driver again, resuming its recorded state)."""
+        (each driver again, resuming its recorded state); each model compared is evaluated (``evaluate_<job>``,
+        in this process) as soon as it is trained."""
         cfg = self.config
         measurer_steps = cfg.measurer_budget or cfg.update_budget
         template = load_split_file(pseudo["files"]["template"])
@@ -249,6 +266,11 @@ class Demo:
         measurers = [train(f"measurer_{source}", load_split_file(pseudo["files"][source]), cfg.epochs,
                            measurer_steps) for source in MEASURED_SOURCES]
         msa_needs = ("ssa_search", "baseline_all_template", *(job.name for job in measurers))
+
+        def evaluation(job: str) -> Job:
+            name, key = next((name, key) for name, (j, key) in COMPARED.items() if j == job)
+            return Job(f"evaluate_{job}", lambda done, lanes: self.evaluate(name, done[job][key], lanes), (job,))
+
         return [
             train("baseline_all_template", template, cfg.epochs, cfg.update_budget),
             measurers[0],
@@ -256,15 +278,19 @@ class Demo:
             *measurers[1:],
             driver("msa", True, msa_needs),
             train("supervised", truth, cfg.supervised_epochs, cfg.update_budget, ("--sup_type", "full"), "train"),
+            evaluation("baseline_all_template"),
+            evaluation("supervised"),
             driver("ssa", False, ("ssa_search", "baseline_all_template")),
+            evaluation("ssa_final"),
             driver("msa", False, (*msa_needs, "msa_search")),
+            evaluation("msa_final"),
         ]
 
     def stage_training(self, pseudo: Dict[str, Any]) -> Dict[str, Any]:
-        """The training jobs (``training_jobs``) on ``parallel_runs`` lanes, each job a process of its own started
-        as soon as a lane is free and what it needs is done; their results by job name."""
+        """The jobs of ``training_jobs`` on ``parallel_runs`` lanes, each started as soon as a lane is free and what
+        it needs is done (the training jobs as processes of their own); their results by job name."""
         jobs = self.training_jobs(pseudo)
-        log(f"{len(jobs)} training jobs, {self.config.parallel_runs} at a time: " + ", ".join(j.name for j in jobs))
+        log(f"{len(jobs)} jobs, {self.config.parallel_runs} at a time: " + ", ".join(j.name for j in jobs))
         return run_jobs(jobs, self.config.parallel_runs)
 
     def ssa_argv(self, pseudo: Dict[str, Any], done: Mapping[str, Any]) -> List[str]:
@@ -317,8 +343,21 @@ class Demo:
                 "samples)")
         return result
 
-    def evaluate(self, name: str, checkpoint: str) -> Dict[str, Dict[str, float]]:
-        """Accuracy and mean IoU of ``checkpoint`` on every test split (cached by the checkpoint's bytes)."""
+    def evaluate(self, name: str, checkpoint: str, lanes: int = 1) -> Dict[str, Dict[str, float]]:
+        """Accuracy, mean IoU, accuracy by expression kind and the share of boxes on some shape of the model
+        ``name`` (``checkpoint``) on every test split (cached by the checkpoint's bytes). In this process, one
+        evaluation at a time, with ``lanes``' share of the CPUs as its threads."""
+        with self._eval_lock:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(self.lane_threads(lanes))
+            try:
+                scores = self._evaluate(_slug(name), checkpoint)
+            finally:
+                torch.set_num_threads(threads)
+        log(f"{name}: " + ", ".join(f"{split} {100 * scores[split]['accuracy']:.1f}" for split in SPLITS))
+        return scores
+
+    def _evaluate(self, name: str, checkpoint: str) -> Dict[str, Dict[str, float]]:
         import eval as eval_script
         scores = {}
         for split in SPLITS:
@@ -377,14 +416,9 @@ class Demo:
         world = self.stage_world()
         clip_stats = self.stage_clip()
         pseudo = self.stage_pseudo()
-        runs = self.stage_training(pseudo)
-        ssa_result, msa_result = runs["ssa_final"], runs["msa_final"]
-        models = {"all template labels (no selection)": runs["baseline_all_template"]["best_checkpoint"],
-                  "SSA (template)": ssa_result["final_model"],
-                  "MSA (template + caption + relation)": msa_result["final_model"],
-                  "fully supervised (ground truth)": runs["supervised"]["best_checkpoint"]}
-        log("evaluating on " + ", ".join(SPLITS))
-        table = {**{name: self.evaluate(_slug(name), ckpt) for name, ckpt in models.items()}, **self.priors()}
+        done = self.stage_training(pseudo)
+        ssa_result, msa_result = done["ssa_final"], done["msa_final"]
+        table = {**{name: done[f"evaluate_{job}"] for name, (job, _) in COMPARED.items()}, **self.priors()}
         figures = self.collect_figures(ssa_result, msa_result)
         results = {
             "config": dataclasses.asdict(self.config), "seed": self.seed, "results": table,

@@ -8,7 +8,7 @@ import signal
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from curriculum.runner import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT, ScoreLauncher, TrainLauncher
+from curriculum.runner import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT, INPROCESS, ScoreLauncher, TrainLauncher
 from utils.args import SCRIPT_DEFAULTS, given_flags
 
 PUBLISHED_EPOCHS = 110
@@ -149,6 +149,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop after the threshold search (measurers, scores, candidates and the selected samples are "
                         "written) and before the final run; the same command without it then trains only the final "
                         "model (not a recorded option)")
+    p.add_argument("--parallel_candidates", type=int, default=1,
+                   help="train up to this many candidates of a search step at the same time, each a process of its "
+                        "own started by --launcher (with 'inprocess', a fresh interpreter: runs in the driver's "
+                        "process go one at a time); the search and its results do not change (not a recorded "
+                        "option) (default 1)")
     p.add_argument("--force", action="store_true", help="accept options that differ from the recorded state")
     p.add_argument("--verbose", action="store_true", help="echo every line the runs print")
 
@@ -168,7 +173,7 @@ def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None
         if getattr(args, flag) is not None and not args.update_budget:
             raise SystemExit(f"--{flag} needs --update_budget (without it every run trains for a number of epochs)")
     for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples", "update_budget",
-                 "candidate_budget", "measurer_budget"):
+                 "candidate_budget", "measurer_budget", "parallel_candidates"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise SystemExit(f"--{flag} {value}: must be at least 1")
@@ -198,13 +203,19 @@ def common_options(args: argparse.Namespace, train_args: Sequence[str]) -> Dict[
                 "measurer_budget": args.measurer_budget} if args.update_budget else {})}
 
 
-def make_launchers(args: argparse.Namespace, train_args: Sequence[str]) -> Tuple[TrainLauncher, ScoreLauncher]:
-    """The training and scoring launchers (scoring gets the training arguments, then ``--score_args``)."""
+def make_launchers(args: argparse.Namespace, train_args: Sequence[str]
+                   ) -> Tuple[TrainLauncher, TrainLauncher, ScoreLauncher]:
+    """The launchers of training runs, of search candidates and of scoring runs (scoring gets the training
+    arguments, then ``--score_args``). Candidates trained several at a time (``--parallel_candidates``) need
+    processes of their own: with ``--launcher inprocess`` they are started as fresh interpreters."""
     echo = "all" if args.verbose else "progress"
     train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo, run_cache=args.run_cache)
+    candidate = train
+    if args.parallel_candidates > 1 and args.launcher == INPROCESS:
+        candidate = TrainLauncher(sys.executable, args.train_script, train_args, echo=echo, run_cache=args.run_cache)
     score = ScoreLauncher(args.launcher, args.score_script, [*train_args, *shlex.split(args.score_args)],
                           echo=echo, run_cache=args.run_cache)
-    return train, score
+    return train, candidate, score
 
 
 def fmt(value: Optional[float], digits: int = 4) -> str:

@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
                "measurers": given, "source_specific_only": args.source_specific_only}
     os.makedirs(work, exist_ok=True)
     state = DriverState(os.path.join(work, "msa_state.json"), "msa", options, force=args.force)
-    train, score = make_launchers(args, train_args)
+    train, candidate, score = make_launchers(args, train_args)
     dataset, data_root, split_root = args.dataset, options["data_root"], options["split_root"]
     runs = os.path.join(work, "runs")
 
@@ -142,11 +142,12 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     def train_step(name: str, train_samples: List[Any], role: str, info: Dict[str, Any]) -> Dict[str, Any]:
         run_dir = os.path.join(runs, name)
         epochs, steps = run_length(args, role, len(train_samples))
+        launcher = candidate if role == "candidate" else train
         planned = {**info, "kind": "train", "run_dir": run_dir, "output_dir": os.path.join(run_dir, "output"),
-                   "command": train.command(run_dir, dataset, data_root, epochs, steps)}
-        return state.run_step(name, planned, lambda: train.run(run_dir, dataset, data_root, split_root,
-                                                                 train_samples, epochs, train_split,
-                                                                 tag=f"msa {name}", max_steps=steps))
+                   "command": launcher.command(run_dir, dataset, data_root, epochs, steps)}
+        return state.run_step(name, planned, lambda: launcher.run(run_dir, dataset, data_root, split_root,
+                                                                  train_samples, epochs, train_split,
+                                                                  tag=f"msa {name}", max_steps=steps))
 
     # 2. measurers
     measurer: Dict[str, str] = {}
@@ -209,7 +210,8 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
 
             found[i] = greedy_threshold_search(evaluate, args.start, args.delta,
                                                state=state.search_state(key) or new_state(args.start, args.delta),
-                                               on_update=lambda s, key=key: state.set_search_state(key, s))
+                                               on_update=lambda s, key=key: state.set_search_state(key, s),
+                                               parallel=args.parallel_candidates)
             for e in found[i].evaluations:
                 rec = state.step(f"{key}_h_{threshold_tag(e['h'])}")
                 candidates.append({"step": t, "source": j, "measurer": i, "h": e["h"], "n_new": rec["n_new"],

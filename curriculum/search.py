@@ -13,11 +13,14 @@ Decisions where the paper is silent:
 Because every move strictly improves hm's accuracy, hm ends with the best accuracy of all evaluated thresholds.
 
 The search is a deterministic function of ``evaluate``'s answers, so it resumes by replaying against the cached
-answers in ``state`` (a JSON-able dict the caller persists, e.g. from ``on_update``).
+answers in ``state`` (a JSON-able dict the caller persists, e.g. from ``on_update``). Each step needs hm and both
+neighbours; with ``parallel`` > 1 those not yet known are evaluated at the same time (threads; ``evaluate`` must be
+thread-safe), and recorded in the order hm, hl, hr either way, so the result does not depend on ``parallel``.
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -64,10 +67,14 @@ def new_state(start: float = 0.5, delta: float = 0.1, lower: float = 0.0, upper:
 
 def greedy_threshold_search(evaluate: Evaluate, start: float = 0.5, delta: float = 0.1, lower: float = 0.0,
                             upper: float = 1.0, state: Optional[Dict[str, Any]] = None,
-                            on_update: Optional[Callable[[Dict[str, Any]], None]] = None) -> SearchResult:
+                            on_update: Optional[Callable[[Dict[str, Any]], None]] = None,
+                            parallel: int = 1) -> SearchResult:
     """Run (or resume, given a saved ``state``) the greedy search; ``evaluate(h)`` returns the validation accuracy
     of a model trained on percent(H, h), or None when h is infeasible. ``state`` is updated in place and handed to
-    ``on_update`` after every new evaluation and at the end."""
+    ``on_update`` after every new evaluation and at the end. ``parallel``: how many evaluations of one step may
+    run at the same time."""
+    if parallel < 1:
+        raise ValueError(f"parallel={parallel}: must be at least 1")
     params = _params(start, delta, lower, upper)
     if state is None:
         state = new_state(start, delta, lower, upper)
@@ -83,19 +90,31 @@ def greedy_threshold_search(evaluate: Evaluate, start: float = 0.5, delta: float
         return units / RESOLUTION if lower_u <= units <= upper_u else None
 
     def accuracy(h: float) -> Optional[float]:
+        return cache[threshold_key(h)]
+
+    def record(h: float, acc: Optional[float]) -> None:
+        if acc is not None and not (isinstance(acc, (int, float)) and math.isfinite(acc)):
+            raise ValueError(f"evaluate({h}) returned {acc!r}: expected a finite accuracy or None")
         key = threshold_key(h)
-        if key not in cache:
-            acc = evaluate(h)
-            if acc is not None and not (isinstance(acc, (int, float)) and math.isfinite(acc)):
-                raise ValueError(f"evaluate({h}) returned {acc!r}: expected a finite accuracy or None")
-            cache[key] = None if acc is None else float(acc)
-            state["evaluations"].append({"key": key, "h": h, "accuracy": cache[key]})
-            if on_update is not None:
-                on_update(state)
-        return cache[key]
+        cache[key] = None if acc is None else float(acc)
+        state["evaluations"].append({"key": key, "h": h, "accuracy": cache[key]})
+        if on_update is not None:
+            on_update(state)
+
+    def evaluate_step(k: int) -> None:
+        """Evaluate hm = grid(k) and its neighbours where not known yet (``parallel`` at a time)."""
+        todo = [h for h in (grid(k), grid(k - 1), grid(k + 1)) if h is not None and threshold_key(h) not in cache]
+        if parallel > 1 and len(todo) > 1:
+            with ThreadPoolExecutor(min(parallel, len(todo))) as pool:
+                for h, acc in zip(todo, list(pool.map(evaluate, todo))):
+                    record(h, acc)
+        else:
+            for h in todo:
+                record(h, evaluate(h))
 
     k = 0
     while True:
+        evaluate_step(k)
         hm = grid(k)
         acc_m = accuracy(hm)
         step: Dict[str, Any] = {"hm": hm, "acc_m": acc_m}

@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
                "measurer": os.path.abspath(args.measurer) if args.measurer else None}
     os.makedirs(work, exist_ok=True)
     state = DriverState(os.path.join(work, "ssa_state.json"), "ssa", options, force=args.force)
-    train, score = make_launchers(args, train_args)
+    train, candidate, score = make_launchers(args, train_args)
     dataset, data_root, split_root = args.dataset, options["data_root"], options["split_root"]
     runs = os.path.join(work, "runs")
     source = load_split(split_file(split_root, dataset, source_split))
@@ -77,11 +77,12 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     def train_step(name: str, samples: List[Any], role: str, info: Dict[str, Any]) -> Dict[str, Any]:
         run_dir = os.path.join(runs, name)
         epochs, steps = run_length(args, role, len(samples))
+        launcher = candidate if role == "candidate" else train
         planned = {**info, "kind": "train", "run_dir": run_dir, "output_dir": os.path.join(run_dir, "output"),
-                   "command": train.command(run_dir, dataset, data_root, epochs, steps)}
-        return state.run_step(name, planned, lambda: train.run(run_dir, dataset, data_root, split_root, samples,
-                                                                 epochs, train_split, tag=f"ssa {name}",
-                                                                 max_steps=steps))
+                   "command": launcher.command(run_dir, dataset, data_root, epochs, steps)}
+        return state.run_step(name, planned, lambda: launcher.run(run_dir, dataset, data_root, split_root, samples,
+                                                                  epochs, train_split, tag=f"ssa {name}",
+                                                                  max_steps=steps))
 
     # 1. measurer
     if args.measurer:
@@ -119,7 +120,8 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
 
     search_state = state.search_state("ssa") or new_state(args.start, args.delta)
     found = greedy_threshold_search(evaluate, args.start, args.delta, state=search_state,
-                                    on_update=lambda s: state.set_search_state("ssa", s))
+                                    on_update=lambda s: state.set_search_state("ssa", s),
+                                    parallel=args.parallel_candidates)
     if found.accuracy is None:
         raise SystemExit(f"no feasible threshold: every candidate selected fewer than --min_samples "
                          f"{args.min_samples} samples")

@@ -13,6 +13,7 @@ import datetime
 import json
 import os
 import socket
+import threading
 from typing import Any, Callable, Dict, Iterator, Optional
 
 from curriculum.runner import process_alive
@@ -30,10 +31,12 @@ class OptionsChangedError(SystemExit):
 
 
 class DriverState:
-    """Load-or-create the state file at ``path`` for ``driver`` with ``options`` (a JSON-able dict)."""
+    """Load-or-create the state file at ``path`` for ``driver`` with ``options`` (a JSON-able dict). Steps may be
+    recorded from several threads (candidates evaluated in parallel): every change and save holds a lock."""
 
     def __init__(self, path: str, driver: str, options: Dict[str, Any], force: bool = False) -> None:
         self.path = path
+        self._lock = threading.RLock()
         options = json.loads(json.dumps(options))
         fresh = {"driver": driver, "version": STATE_VERSION, "options": options, "created": _now(),
                  "steps": {}, "searches": {}, "result": None, "superseded": []}
@@ -64,8 +67,9 @@ class DriverState:
         self.save()
 
     def save(self) -> None:
-        self.data["updated"] = _now()
-        write_json(self.path, self.data)
+        with self._lock:
+            self.data["updated"] = _now()
+            write_json(self.path, self.data)
 
     def step(self, name: str) -> Optional[Dict[str, Any]]:
         return self.data["steps"].get(name)
@@ -76,8 +80,9 @@ class DriverState:
         return record if record is not None and record.get("status") == "done" else None
 
     def set_step(self, name: str, record: Dict[str, Any]) -> Dict[str, Any]:
-        self.data["steps"][name] = record
-        self.save()
+        with self._lock:
+            self.data["steps"][name] = record
+            self.save()
         return record
 
     def run_step(self, name: str, planned: Dict[str, Any], run: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
@@ -94,8 +99,9 @@ class DriverState:
         return self.data["searches"].get(name)
 
     def set_search_state(self, name: str, state: Dict[str, Any]) -> None:
-        self.data["searches"][name] = state
-        self.save()
+        with self._lock:
+            self.data["searches"][name] = state
+            self.save()
 
 
 @contextlib.contextmanager

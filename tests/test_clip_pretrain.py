@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from models.clip_pretrain import (TinyClipConfig, load_caption_corpus, main, normalize_images, pretrain_tiny_clip,
-                                  retrieval_accuracy, save_openai_checkpoint, split_corpus)
+from models.clip_pretrain import (TinyClipConfig, encode_text, load_caption_corpus, main, normalize_images,
+                                  pretrain_tiny_clip, retrieval_accuracy, save_openai_checkpoint, split_corpus)
 
 # clip.load and these tests read OpenAI's TorchScript format through torch.jit.load, which torch marks deprecated.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -101,6 +101,17 @@ def test_repo_model_loader_reads_the_pretrained_file(trained):
     assert record["dims"]["image_resolution"] == RES
     ours, theirs = model.state_dict(), reference.state_dict()
     assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_trimmed_text_encoding_equals_clips_own():
+    """Pretraining encodes text only up to the batch's longest caption; the causal mask makes that CLIP's
+    ``encode_text`` up to float rounding, for every caption length in the batch."""
+    torch.manual_seed(0)
+    model = TinyClipConfig(embed_dim=32, vision_width=64, vision_layers=1, text_width=64, text_layers=2).build(32)
+    tokens = clip.tokenize(["a red circle", "there is a small blue square to the left of a large green ring", "x"])
+    ours, theirs = encode_text(model, tokens), model.encode_text(tokens)
+    assert ours.shape == theirs.shape == (3, 32)
+    assert torch.allclose(ours, theirs, atol=1e-5)
 
 
 def test_save_round_trip_gives_the_same_model_outputs(tmp_path):

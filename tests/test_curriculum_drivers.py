@@ -371,6 +371,27 @@ def test_ssa_end_to_end(world, capsys, launcher):
     assert len(calls(world)) == 2 + len(found.evaluations)
 
 
+def test_parallel_candidates_change_nothing_but_how_many_run_at_once(world):
+    def without_folders(rows):
+        return [{k: v for k, v in row.items() if k != "run_dir"} for row in rows]
+
+    sequential = ssa.main(common_argv(world, "ssa"))
+    parallel = ssa.main(common_argv(world, "ssa_parallel", "--parallel_candidates", "3"))
+    assert comparable(parallel) == comparable(sequential)
+    assert without_folders(parallel["candidates"]) == without_folders(sequential["candidates"])
+    sources = msa_sources(world)
+    msa_seq = msa.main(common_argv(world, "msa", "--sources", sources))
+    msa_par = msa.main(common_argv(world, "msa_parallel", "--sources", sources, "--parallel_candidates", "2"))
+    assert comparable(msa_par) == comparable(msa_seq)
+    # in-process drivers train parallel candidates in fresh interpreters, everything else in their own process
+    mixed = ssa.main(common_argv(world, "ssa_mixed", "--parallel_candidates", "2", launcher="inprocess"))
+    assert comparable(mixed) == comparable(sequential)
+    steps = json.load(open(world / "ssa_mixed" / "ssa_state.json"))["steps"]
+    prefixes = {name: step["command"][0] for name, step in steps.items()}
+    assert prefixes.pop("measurer") == prefixes.pop("scoring") == "inprocess"
+    assert set(prefixes.values()) == {sys.executable} and len(prefixes) == len(sequential["candidates"])
+
+
 def test_ssa_cheap_candidates_then_final_run_and_full_supervision(world):
     argv = common_argv(world, "ssa", "--candidate_epochs", "1", "--final_epochs", "3",
                        train_args=("--sup_type", "full"))

@@ -103,3 +103,30 @@ def test_parameter_validation_and_state_mismatch():
         greedy_threshold_search(lambda h: 0.0, start=0.1, lower=0.2)
     with pytest.raises(ValueError, match="saved search state"):
         greedy_threshold_search(lambda h: 0.0, delta=0.2, state=new_state(delta=0.1))
+
+
+def test_parallel_evaluation_runs_a_steps_thresholds_at_once_and_changes_nothing_else():
+    import threading
+    import time
+
+    lock, active, most = threading.Lock(), [0], [0]
+
+    def slow(h):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return 1.0 - abs(h - 0.2)
+
+    sequential = greedy_threshold_search(Recorder(0.2))
+    states = []
+    parallel = greedy_threshold_search(slow, parallel=3, on_update=lambda s: states.append(json.dumps(s)))
+    assert most[0] == 3  # hm, hl and hr of the first step together
+    assert parallel.h_star == pytest.approx(sequential.h_star)
+    assert parallel.evaluations == sequential.evaluations  # recorded in the order hm, hl, hr all the same
+    assert parallel.trace == sequential.trace
+    assert len(states) == len(sequential.evaluations) + 1  # persisted after each one, as without parallelism
+    with pytest.raises(ValueError, match="parallel=0"):
+        greedy_threshold_search(slow, parallel=0)

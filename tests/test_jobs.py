@@ -48,8 +48,8 @@ def test_jobs_start_after_their_needs_in_priority_order_on_the_given_lanes():
     # b ends first; c still waits for a, so the free lane takes d (the next ready job), then c once a ends
     assert rec.started() == ["a", "b", "d", "c", "e"]
     assert rec.most == 2
-    # only the last job to start, alone by then, gets both lanes
-    assert rec.lanes == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 2}
+    # c starts when only e (which needs it) waits and d's lane is idle: both lanes; so does e, alone at the end
+    assert rec.lanes == {"a": 1, "b": 1, "c": 2, "d": 1, "e": 2}
     for event in rec.events:  # every job saw the results of all it needs
         if event[0] == "start":
             needs = next(j.needs for j in jobs if j.name == event[1])
@@ -65,11 +65,26 @@ def test_one_lane_runs_the_jobs_one_at_a_time_in_dependency_order():
     assert rec.started() == ["early", "late"] and rec.most == 1 and rec.lanes == {"early": 1, "late": 1}
 
 
-def test_the_last_job_shares_only_the_lanes_nobody_else_holds():
+def test_a_job_shares_only_the_lanes_nobody_else_holds():
     rec = Recorder()
     jobs = [rec.job("long", hold=0.3), rec.job("short", hold=0.02), rec.job("last", needs=("short",))]
     run_jobs(jobs, lanes=3)
-    assert rec.lanes == {"long": 1, "short": 1, "last": 2}  # 'long' still holds its lane
+    # 'short' starts with the third lane idle and only 'last' (which needs it) waiting; 'long' keeps its lane
+    assert rec.lanes == {"long": 1, "short": 2, "last": 2}
+
+
+def test_a_job_that_all_waiting_jobs_need_gets_the_idle_lanes_and_others_do_not():
+    rec = Recorder()
+    jobs = [rec.job("train", hold=0.1), rec.job("other", hold=0.02), rec.job("final", needs=("train",)),
+            rec.job("report", needs=("final",), hold=0)]
+    run_jobs(jobs, lanes=2)
+    # 'final' starts with only 'report' (which needs it) waiting and the other lane idle: both lanes
+    assert rec.lanes == {"train": 1, "other": 1, "final": 2, "report": 2}
+    rec = Recorder()
+    jobs = [rec.job("train", hold=0.1), rec.job("other", hold=0.02), rec.job("final", needs=("train",)),
+            rec.job("side", needs=("train",), hold=0)]
+    run_jobs(jobs, lanes=2)
+    assert rec.lanes["final"] == 1  # 'side' does not need it and can use the other lane
 
 
 def test_a_failure_stops_new_jobs_lets_running_ones_finish_and_is_raised():

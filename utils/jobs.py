@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 @dataclass(frozen=True)
 class Job:
     """``run(done, lanes)`` once every job named in ``needs`` has finished; ``done`` maps their names to their
-    results, ``lanes`` is how many lanes' worth of resources the job may use (more than 1 only for the last job to
-    start while other lanes are idle: nothing is left for them to do)."""
+    results, ``lanes`` is how many lanes' worth of resources the job may use (more than 1 only when the other lanes
+    are idle and every job not yet started waits for this one: nothing is left for them to do meanwhile)."""
 
     name: str
     run: Callable[[Mapping[str, Any], int], Any]
@@ -24,7 +24,8 @@ class Job:
 def run_jobs(jobs: Sequence[Job], lanes: int) -> Dict[str, Any]:
     """Run ``jobs`` on ``lanes`` threads and return their results by name. A free lane takes the first job, in
     list order, whose needs are all done (so the list order is the priority). After a failure no new job starts;
-    the running ones finish and the first error is raised. The last job to start gets the lanes left idle."""
+    the running ones finish and the first error is raised. A job that every job not yet started waits for gets
+    the lanes left idle."""
     if lanes < 1:
         raise ValueError(f"lanes={lanes}: must be at least 1")
     names = [job.name for job in jobs]
@@ -34,7 +35,7 @@ def run_jobs(jobs: Sequence[Job], lanes: int) -> Dict[str, Any]:
         unknown = [n for n in job.needs if n not in names]
         if unknown:
             raise ValueError(f"job {job.name!r} needs unknown job(s) {unknown}; jobs: {names}")
-    _check_acyclic(jobs)
+    dependents = _dependents(jobs)
 
     results: Dict[str, Any] = {}
     started: set = set()
@@ -49,7 +50,8 @@ def run_jobs(jobs: Sequence[Job], lanes: int) -> Dict[str, Any]:
                     if job.name not in started and all(n in results for n in job.needs):
                         started.add(job.name)
                         running[0] += 1
-                        share = lanes - running[0] + 1 if len(started) == len(jobs) else 1
+                        waiting = set(names) - started
+                        share = lanes - running[0] + 1 if waiting <= dependents[job.name] else 1
                         return job, share
                 cond.wait()
             return None
@@ -85,11 +87,17 @@ def run_jobs(jobs: Sequence[Job], lanes: int) -> Dict[str, Any]:
     return {name: results[name] for name in names}
 
 
-def _check_acyclic(jobs: Sequence[Job]) -> None:
-    needs = {job.name: job.needs for job in jobs}
-    finished: set = set()
-    while len(finished) < len(needs):
-        ready = [n for n, deps in needs.items() if n not in finished and all(d in finished for d in deps)]
+def _dependents(jobs: Sequence[Job]) -> Dict[str, set]:
+    """For every job, the jobs that need it directly or through others; refuses a cycle."""
+    needs = {job.name: set(job.needs) for job in jobs}
+    order: List[str] = []
+    while len(order) < len(needs):
+        ready = [n for n, deps in needs.items() if n not in order and deps <= set(order)]
         if not ready:
-            raise ValueError("jobs need each other in a cycle: " + ", ".join(sorted(set(needs) - finished)))
-        finished.update(ready)
+            raise ValueError("jobs need each other in a cycle: " + ", ".join(sorted(set(needs) - set(order))))
+        order += ready
+    dependents: Dict[str, set] = {name: set() for name in needs}
+    for name in reversed(order):  # dependents come later in the order, so theirs are complete by now
+        for dep in needs[name]:
+            dependents[dep] |= {name} | dependents[name]
+    return dependents
