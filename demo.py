@@ -91,9 +91,9 @@ class DemoConfig:
     with an equal share of the CPUs. The tiny model's steps use a second CPU thread poorly, so on 2 cores two
     one-thread runs side by side do ~1.6x the work of one two-thread run."""
     parallel_candidates: int = 1
-    """The drivers' ``--parallel_candidates``: search candidates of one step trained at the same time, each a fresh
-    one-thread interpreter, so that the longest chain of jobs (through both searches) gets more of the CPUs while
-    the other lane is busy, and all of them when it is idle."""
+    """The drivers' ``--parallel_candidates`` (search candidates of one step trained at the same time, each a fresh
+    one-thread interpreter). 1 in both presets: on 2 cores the other lane is busy during nearly all of both searches,
+    and three candidates beside it, each with its own start-up, made the full demo slower (measured 2026-11-24)."""
 
 
 PRESETS: Dict[str, DemoConfig] = {
@@ -110,7 +110,7 @@ PRESETS: Dict[str, DemoConfig] = {
                "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images"],
         epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500,
-        parallel_runs=2, parallel_candidates=3),
+        parallel_runs=2),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
                    image_size=64),
