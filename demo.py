@@ -53,11 +53,12 @@ SOURCES = ("template", "relation", "caption")
 LAUNCHER = "inprocess"
 """The SSA / MSA drivers' runs are calls of their script's ``main`` in this process (no interpreter start-up per
 run), and identical runs (e.g. SSA's candidates are MSA's first step) are trained once (``--run_cache``)."""
-COMPARED = {"all template labels (no selection)": ("baseline_all_template", "best_checkpoint"),
-            "SSA (template)": ("ssa_final", "final_model"),
-            "MSA (template + caption + relation)": ("msa_final", "final_model"),
-            "fully supervised (ground truth)": ("supervised", "best_checkpoint")}
-"""The models compared: their name in the results, the training job that makes them and its checkpoint's key."""
+COMPARED = {"baseline_all_template": ("all template labels (no selection)", "best_checkpoint"),
+            "ssa_final": ("SSA (template)", "final_model"),
+            "msa_final": ("MSA (template + caption + relation)", "final_model"),
+            "supervised": ("fully supervised (ground truth)", "best_checkpoint")}
+"""The models compared, in table order: the training job that makes each, its name in the results and the key of
+its checkpoint in the job's result."""
 _DRIVER_PHASES = {"ssa": "template labels scored by the baseline, greedy threshold search",
                   "msa": "sources easy to hard, source-specific measurers, a threshold per source"}
 MEASURED_SOURCES = ("caption", "relation")
@@ -258,17 +259,21 @@ class Demo:
                   split: str = "train_pseudo") -> Job:
             return Job(name, lambda done, lanes: self._train(name, samples, epochs, steps, extra, split, lanes))
 
+        ssa_input = os.path.join(self.out, "ssa_input")
+        prepare_split_root(ssa_input, "synthetic", self.split_root, "train_pseudo", template)
+
         def driver(name: str, search: bool, needs: Tuple[str, ...]) -> Job:
-            argv = self.ssa_argv if name == "ssa" else self.msa_argv
+            def argv(done: Mapping[str, Any]) -> List[str]:
+                return self.ssa_argv(ssa_input, done) if name == "ssa" else self.msa_argv(pseudo, done)
             return Job(f"{name}_{'search' if search else 'final'}",
-                       lambda done, lanes: self._driver_process(name, argv(pseudo, done), search, lanes), needs)
+                       lambda done, lanes: self._driver_process(name, argv(done), search, lanes), needs)
 
         measurers = [train(f"measurer_{source}", load_split_file(pseudo["files"][source]), cfg.epochs,
                            measurer_steps) for source in MEASURED_SOURCES]
         msa_needs = ("ssa_search", "baseline_all_template", *(job.name for job in measurers))
 
         def evaluation(job: str) -> Job:
-            name, key = next((name, key) for name, (j, key) in COMPARED.items() if j == job)
+            name, key = COMPARED[job]
             return Job(f"evaluate_{job}", lambda done, lanes: self.evaluate(name, done[job][key], lanes), (job,))
 
         return [
@@ -293,11 +298,9 @@ class Demo:
         log(f"{len(jobs)} jobs, {self.config.parallel_runs} at a time: " + ", ".join(j.name for j in jobs))
         return run_jobs(jobs, self.config.parallel_runs)
 
-    def ssa_argv(self, pseudo: Dict[str, Any], done: Mapping[str, Any]) -> List[str]:
-        """The SSA driver's arguments: the template labels scored by the baseline."""
-        split_root = os.path.join(self.out, "ssa_input")
-        prepare_split_root(split_root, "synthetic", self.split_root, "train_pseudo",
-                           load_split_file(pseudo["files"]["template"]))
+    def ssa_argv(self, split_root: str, done: Mapping[str, Any]) -> List[str]:
+        """The SSA driver's arguments: the template labels (the training split under ``split_root``) scored by the
+        baseline."""
         argv = self.driver_args(os.path.join(self.out, "ssa"))
         argv[argv.index("--split_root") + 1] = split_root
         return [*argv, "--measurer", done["baseline_all_template"]["best_checkpoint"], "--", *self.train_args()]
@@ -418,7 +421,7 @@ class Demo:
         pseudo = self.stage_pseudo()
         done = self.stage_training(pseudo)
         ssa_result, msa_result = done["ssa_final"], done["msa_final"]
-        table = {**{name: done[f"evaluate_{job}"] for name, (job, _) in COMPARED.items()}, **self.priors()}
+        table = {**{name: done[f"evaluate_{job}"] for job, (name, _) in COMPARED.items()}, **self.priors()}
         figures = self.collect_figures(ssa_result, msa_result)
         results = {
             "config": dataclasses.asdict(self.config), "seed": self.seed, "results": table,

@@ -32,7 +32,7 @@ from PIL import Image
 from torchvision.transforms import CenterCrop, Compose, InterpolationMode, PILToTensor, Resize
 from tqdm import tqdm
 
-from models.clip_vg import clip_block_sdpa
+from models.clip_vg import clip_text_blocks_sdpa
 from utils.io import atomic_write_bytes, write_json
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -152,16 +152,11 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
 
 
 def encode_text(model: CLIP, tokens: torch.Tensor) -> torch.Tensor:
-    """``model.encode_text(tokens)`` on the token columns up to the batch's last end-of-text token only (with a
-    causal ``scaled_dot_product_attention``): later positions are padding that the causal mask keeps from every
-    earlier one, so the features are CLIP's up to float rounding, at a fraction of the cost for short captions."""
+    """``model.encode_text(tokens)`` on the token columns up to the batch's last end-of-text token only
+    (``clip_text_blocks_sdpa``): the features are CLIP's up to float rounding, at a fraction of the cost for short
+    captions."""
     end = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
-    length = int(end.max()) + 1
-    x = model.token_embedding(tokens[:, :length]).type(model.dtype)
-    x = x + model.positional_embedding[:length].type(model.dtype)
-    for block in model.transformer.resblocks:
-        x = clip_block_sdpa(block, x, causal=True, onednn=False)
-    x = model.ln_final(x).type(model.dtype)
+    x = model.ln_final(clip_text_blocks_sdpa(model, tokens[:, :int(end.max()) + 1], onednn=False))
     return x[torch.arange(x.shape[0], device=x.device), end] @ model.text_projection
 
 

@@ -129,6 +129,16 @@ def clip_block_sdpa(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool
     return clip_mlp(block.mlp, block.ln_2(x), onednn).add_(x)
 
 
+def clip_text_blocks_sdpa(clip_model: CLIP, text: torch.Tensor, onednn: bool = True) -> torch.Tensor:
+    """CLIP's text tower up to (not including) ``ln_final`` on the given (B, L) token ids only: token and position
+    embeddings, then every block with a causal ``scaled_dot_product_attention`` (``clip_block_sdpa``) -> (B, L, D).
+    The causal mask keeps later (padding) positions from earlier ones, so trimming trailing padding is exact."""
+    x = clip_model.token_embedding(text) + clip_model.positional_embedding[:text.shape[1]]
+    for block in clip_model.transformer.resblocks:
+        x = clip_block_sdpa(block, x, causal=True, onednn=onednn)
+    return x
+
+
 def keep_unmasked(src: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, length: int
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Move each row's unmasked tokens to the front (in sequence order) and keep the first ``length`` positions
@@ -228,12 +238,10 @@ class CLIPVG(nn.Module):
         model = self.clip
         grad = torch.no_grad() if paths.text_no_grad else contextlib.nullcontext()
         with grad:
-            length = text.shape[1]
             if paths.sdpa_clip:
-                x = model.token_embedding(text) + model.positional_embedding[:length]
-                for block in model.transformer.resblocks:
-                    x = clip_block_sdpa(block, x, causal=True, onednn=paths.onednn)
+                x = clip_text_blocks_sdpa(model, text, onednn=paths.onednn)
             else:
+                length = text.shape[1]
                 full = F.pad(text, (0, model.context_length - length))
                 x = model.token_embedding(full) + model.positional_embedding
                 x = model.transformer(x.transpose(0, 1)).transpose(0, 1)[:, :length]
