@@ -107,23 +107,20 @@ def test_parameter_validation_and_state_mismatch():
 
 def test_parallel_evaluation_runs_a_steps_thresholds_at_once_and_changes_nothing_else():
     import threading
-    import time
 
-    lock, active, most = threading.Lock(), [0], [0]
+    first_step = threading.Barrier(3, timeout=30)  # breaks unless hm, hl and hr of the first step run together
+    calls = []
 
     def slow(h):
-        with lock:
-            active[0] += 1
-            most[0] = max(most[0], active[0])
-        time.sleep(0.05)
-        with lock:
-            active[0] -= 1
+        calls.append(h)
+        if len(calls) <= 3:
+            first_step.wait()
         return 1.0 - abs(h - 0.2)
 
     sequential = greedy_threshold_search(Recorder(0.2))
     states = []
     parallel = greedy_threshold_search(slow, parallel=3, on_update=lambda s: states.append(json.dumps(s)))
-    assert most[0] == 3  # hm, hl and hr of the first step together
+    assert not first_step.broken  # hm, hl and hr of the first step met at the barrier: they ran at once
     assert parallel.h_star == pytest.approx(sequential.h_star)
     assert parallel.evaluations == sequential.evaluations  # recorded in the order hm, hl, hr all the same
     assert parallel.trace == sequential.trace
