@@ -10,7 +10,7 @@ COCO-based sets (``unc``, ``unc+``, ``gref``, ``gref_umd``) and ``synthetic`` st
 and ``flickr`` store ``[x1, y1, x2, y2]``. As the reference does, every coordinate is truncated with ``int()``
 before conversion, so ``x2 = int(x) + int(w)`` (not ``int(x + w)``).
 
-Split files are ``{split_root}/{dataset}/{dataset}_{split}.pth``, loaded with ``torch.load(weights_only=True)``.
+Split files are ``{split_root}/{dataset}/{dataset}_{split}.pth``, loaded as safely as ``torch.load(weights_only=True)``.
 ``trainval`` is ``train`` followed by ``val`` for every dataset except ``referit``, which has its own file; a
 record's ``index`` is its position in that (concatenated) list.
 """
@@ -22,7 +22,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
-import torch
+from utils.io import torch_load_plain
 
 BoxXYXY = Tuple[float, float, float, float]
 
@@ -259,11 +259,12 @@ def _missing_split_message(path: str, split_root: str, dataset: str) -> str:
 
 
 def load_split_file(path: str) -> List[Any]:
-    """A split file's sample list, loaded with ``weights_only=True``; clear errors for missing or bad files."""
+    """A split file's sample list, loaded as safely as ``weights_only=True`` (``torch_load_plain``); clear errors for
+    missing or bad files."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split file {path} not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch_load_plain(path)
     except pickle.UnpicklingError as e:
         raise ValueError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
                          f"(samples must be plain tuples/lists of str, numbers and lists): {e}") from e

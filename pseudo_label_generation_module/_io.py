@@ -8,7 +8,7 @@ import pickle
 import sys
 from typing import Any, Callable, List
 
-import torch
+from utils.io import torch_load_plain
 
 
 def read_json(path: str) -> Any:
@@ -23,11 +23,12 @@ def read_json(path: str) -> Any:
 
 
 def load_sample_list(path: str) -> List[Any]:
-    """A torch.save'd list of samples, loaded with ``weights_only=True``; errors name the file."""
+    """A torch.save'd list of samples, loaded as safely as ``weights_only=True`` (``torch_load_plain``); errors name
+    the file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: file not found")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch_load_plain(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
         raise ValueError(f"{path}: not a torch.save'd list of plain tuples ({e})") from None
     if not isinstance(data, list):

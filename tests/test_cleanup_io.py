@@ -66,3 +66,33 @@ def test_curriculum_outputs_are_written_by_utils_io(tmp_path, umask):
     train = prepare_split_root(str(tmp_path / "root"), "unc", str(tmp_path / "orig"), "train_pseudo", samples[:2])
     assert mode(train) == 0o640
     assert os.path.islink(tmp_path / "root" / "unc" / "unc_val.pth")
+
+
+class _Shell:
+    """Unpickling this runs a shell command: what any safe loader must refuse."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_split_files_load_fast_and_as_safely_as_weights_only(tmp_path):
+    from datasets.records import load_split_file
+    from utils.io import torch_load_plain
+
+    samples = [("img_1.jpg", 3, [1.0, 2.0, 30.0, 40.0], "the red car", [("r1", "car")]),
+               ("img_2.jpg", 4, [5, 6, 7, 8], "a dog on the left", []), {"nested": (1, 2.5, None, True)}]
+    atomic_torch_save(samples, str(tmp_path / "plain.pth"))
+    assert torch_load_plain(str(tmp_path / "plain.pth")) == samples
+    assert load_split_file(str(tmp_path / "plain.pth")) == samples
+    # tensors and non-zip (legacy) files go to torch.load(weights_only=True) and come back the same
+    atomic_torch_save({"w": torch.arange(3.0)}, str(tmp_path / "tensor.pth"))
+    assert torch.equal(torch_load_plain(str(tmp_path / "tensor.pth"))["w"], torch.arange(3.0))
+    torch.save(samples, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)
+    assert torch_load_plain(str(tmp_path / "legacy.pth")) == samples
+    # code in a pickle is refused by both paths, with the split file named
+    torch.save([_Shell()], tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match="evil.pth holds objects that torch.load"):
+        load_split_file(str(tmp_path / "evil.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="split file .*junk.pth"):
+        load_split_file(str(tmp_path / "junk.pth"))
