@@ -109,8 +109,8 @@ PRESETS: Dict[str, DemoConfig] = {
         template=["--horizontal_px", "6", "--vertical_px", "6"],
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--lr_per_step", "--vl_enc_layers",
                "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
-               "--cache_images"],
-        epochs=8, supervised_epochs=8, start=0.3, delta=0.3, update_budget=2000, candidate_budget=500,
+               "--cache_images", "--val_interval_steps", "250"],
+        epochs=8, supervised_epochs=8, start=0.5, delta=0.3, update_budget=2000, candidate_budget=500,
         parallel_runs=2),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,

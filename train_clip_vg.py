@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     writer = SummaryWriterOnMain(out_dir)
     last_ckpt = os.path.join(out_dir, "checkpoint.pth") if resume else ""
     stats: Dict[str, Any] = {}
+    steps_since_val = 0
     for epoch in range(start_epoch, args.epochs):
         seed_everything(args.seed + get_rank() + 100_003 * epoch)
         train_loader.sampler.set_epoch(epoch)
@@ -163,6 +164,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             step_scheduler=scheduler if args.lr_per_step else None)
         if not args.lr_per_step:
             scheduler.step()
+        steps_since_val += train_stats.steps
+        if steps_since_val < args.val_interval_steps and epoch < args.epochs - 1:
+            continue
+        steps_since_val = 0
         val = engine.evaluate(model, val_loader, device, args.amp, desc="val")
         improved = val.accuracy > best_accu or best_epoch < 0
         if improved:

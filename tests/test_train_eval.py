@@ -131,6 +131,24 @@ def test_max_steps_trains_exactly_that_many_steps(world, tmp_path):
         train_clip_vg.main(common(world, tmp_path / "zero", "--max_steps", "0"))
 
 
+def test_val_interval_steps_validates_less_often_and_trains_the_same(world, tmp_path):
+    """4 steps per epoch, 22 steps (6 epochs): with --val_interval_steps 10 validation (and the checkpoints) come
+    after epoch 2 (12 steps) and after the last one; the trained weights are those of a run validated every epoch."""
+    base = ["--batch_size", "2", "--max_steps", "22", "--lr_scheduler", "cosine", "--lr_per_step"]
+    train_clip_vg.main(common(world, tmp_path / "every", *base))
+    summary = train_clip_vg.main(common(world, tmp_path / "sparse", *base, "--val_interval_steps", "10"))
+    every = [json.loads(l) for l in (tmp_path / "every" / "log.txt").read_text().splitlines()[1:]]
+    sparse = [json.loads(l) for l in (tmp_path / "sparse" / "log.txt").read_text().splitlines()[1:]]
+    assert [r["epoch"] for r in every] == [0, 1, 2, 3, 4, 5] and [r["epoch"] for r in sparse] == [2, 5]
+    assert summary["best_epoch"] in (2, 5) and summary["epochs"] == 6
+    last = {n: load_checkpoint(str(tmp_path / n / "checkpoint.pth"))["model"] for n in ("every", "sparse")}
+    assert last["every"].keys() == last["sparse"].keys()
+    assert all(torch.equal(last["every"][k], last["sparse"][k]) for k in last["every"])
+    assert [r["val_accu"] for r in sparse] == [every[2]["val_accu"], every[5]["val_accu"]]
+    with pytest.raises(SystemExit, match="--val_interval_steps -1"):
+        train_clip_vg.main(common(world, tmp_path / "bad", "--val_interval_steps", "-1"))
+
+
 def test_lr_per_step_anneals_over_the_run_steps(world, tmp_path):
     """Cosine per step over 6 steps (lr 1e-3): x0.25 after the first epoch's 4 steps, 0 at the end; per epoch
     (the official way) the 2-epoch schedule is still at x1 after epoch 0 and x0.5 after epoch 1."""

@@ -68,6 +68,11 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--max_steps", type=int,
                    help="train for exactly this many optimizer steps: --epochs becomes the fewest epochs holding "
                         "them (the schedule's length) and the last one stops early (default: whole --epochs)")
+    g.add_argument("--val_interval_steps", default=0, type=int,
+                   help="validate (and write checkpoints) only at the end of an epoch that comes at least this many "
+                        "optimizer steps after the previous validation, and after the last epoch: step-budgeted runs "
+                        "on small splits (epochs of a few steps) then validate every N steps instead of after each "
+                        "tiny epoch; training itself is unchanged (default 0: after every epoch, as the official code)")
     g.add_argument("--lr_power", default=0.9, type=float, help="poly schedule power")
     g.add_argument("--lr_exponential", default=0.9, type=float, help="exponential schedule base")
     g.add_argument("--clip_max_norm", default=0.0, type=float, help="gradient clipping max norm (0: off)")
@@ -214,6 +219,8 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     if args.lr_per_step and args.lr_scheduler == "step":
         raise SystemExit("--lr_per_step: the step schedule drops per epoch (--lr_drop); use a multiplier schedule "
                          "(--lr_scheduler poly, halfdecay, cosine or exponential)")
+    if args.val_interval_steps < 0:
+        raise SystemExit(f"--val_interval_steps {args.val_interval_steps}: must be 0 (every epoch) or more")
     if args.max_steps is not None and args.max_steps < 1:
         raise SystemExit(f"--max_steps {args.max_steps}: must be at least 1")
     return args
