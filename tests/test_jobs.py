@@ -22,9 +22,13 @@ class Recorder:
         self.signals = defaultdict(threading.Event)
         self.failed_lanes = {}
 
+    def _signal(self, kind, name):
+        with self.lock:  # one Event per key even when two threads ask for it first at once
+            return self.signals[(kind, name)]
+
     def _wait(self, kind, names):
         for name in names:
-            assert self.signals[(kind, name)].wait(timeout=30), f"{name} never reached its {kind}"
+            assert self._signal(kind, name).wait(timeout=30), f"{name} never reached its {kind}"
             if kind == "end" and name in self.failed_lanes:  # a lane ends only after run_jobs has seen the failure
                 self.failed_lanes[name].join(timeout=30)
 
@@ -38,7 +42,7 @@ class Recorder:
                 self.most = max(self.most, self.running)
             if fail:
                 self.failed_lanes[name] = threading.current_thread()
-            self.signals[("start", name)].set()
+            self._signal("start", name).set()
             try:
                 self._wait("end", ends_after)
                 self._wait("start", ends_once_started)
@@ -49,7 +53,7 @@ class Recorder:
                     raise RuntimeError(f"{name} failed")
                 return f"result of {name}"
             finally:
-                self.signals[("end", name)].set()
+                self._signal("end", name).set()
         return Job(name, run, needs)
 
     def started(self):
