@@ -79,6 +79,9 @@ class DemoConfig:
     supervised_epochs: int = 6
     delta: float = 0.1
     start: float = 0.5
+    min_gain: float = 0.0
+    """The drivers' ``--min_gain``: how much (validation accuracy, a fraction) a neighbouring threshold must beat the
+    search's current one by to replace it."""
     min_samples: Optional[int] = None
     update_budget: Optional[int] = None
     """With a value, every CLIP-VG run trains for exactly that many optimizer steps (the drivers'
@@ -110,7 +113,7 @@ PRESETS: Dict[str, DemoConfig] = {
         train=["--batch_size", "32", "--lr", "5e-4", "--lr_scheduler", "cosine", "--lr_per_step", "--vl_enc_layers",
                "2", "--vl_dim_feedforward", "256", "--vl_dropout", "0", "--no-aug_color", "--num_workers", "0",
                "--cache_images", "--val_interval_steps", "250"],
-        epochs=8, supervised_epochs=8, start=0.5, delta=0.3, update_budget=2000, candidate_budget=500,
+        epochs=8, supervised_epochs=8, start=0.5, delta=0.3, min_gain=0.01, update_budget=2000, candidate_budget=500,
         parallel_runs=2),
     "quick": DemoConfig(
         world=dict(n_train_images=40, n_val_images=12, n_testA_images=10, n_testB_images=10, n_pretrain=128,
@@ -158,6 +161,7 @@ class Demo:
         args = ["--dataset", "synthetic", "--data_root", self.data_root, "--split_root", self.split_root,
                 "--work_dir", work_dir, "--launcher", LAUNCHER, "--run_cache", self.run_cache, "--force",
                 "--delta", str(self.config.delta), "--start", str(self.config.start),
+                "--min_gain", str(self.config.min_gain),
                 "--final_epochs", str(self.config.epochs),
                 "--parallel_candidates", str(self.config.parallel_candidates)]
         if self.config.min_samples is not None:

@@ -115,6 +115,10 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work_dir", required=True, help="where the state file, runs and outputs go")
     p.add_argument("--delta", type=float, default=0.1, help="greedy search step (default 0.1)")
     p.add_argument("--start", type=float, default=0.5, help="greedy search start threshold hm (default 0.5)")
+    p.add_argument("--min_gain", type=float, default=0.0,
+                   help="a neighbour replaces hm only when its validation accuracy (a fraction) is higher by more "
+                        "than this, so differences within validation noise keep hm (default 0: the paper's rule, "
+                        "any gain moves)")
     p.add_argument("--launcher", default="python",
                    help="command prefix of every run, e.g. 'torchrun --nproc_per_node=4', or 'inprocess' to call "
                         "each script's main() inside the driver's process (no start-up cost per run, one process "
@@ -184,6 +188,8 @@ def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None
         raise SystemExit(f"--start {args.start}: must be in [0, 1]")
     if not 1e-6 <= args.delta <= 1.0:
         raise SystemExit(f"--delta {args.delta}: must be in [1e-6, 1]")
+    if not 0.0 <= args.min_gain < 1.0:
+        raise SystemExit(f"--min_gain {args.min_gain}: must be in [0, 1)")
     if not os.path.isdir(os.path.join(args.split_root, args.dataset)):
         raise SystemExit(f"--split_root {args.split_root}: no folder {args.dataset}/ (validation split needed)")
     for flag in ("train_script", "score_script"):
@@ -195,7 +201,8 @@ def common_options(args: argparse.Namespace, train_args: Sequence[str]) -> Dict[
     """The options recorded in the state file (everything that changes what is run)."""
     return {"dataset": args.dataset, "data_root": os.path.abspath(args.data_root),
             "split_root": os.path.abspath(args.split_root), "delta": args.delta, "start": args.start,
-            "launcher": args.launcher, "train_script": os.path.abspath(args.train_script),
+            "min_gain": args.min_gain, "launcher": args.launcher,
+            "train_script": os.path.abspath(args.train_script),
             "score_script": os.path.abspath(args.score_script), "final_epochs": args.final_epochs,
             "candidate_epochs": args.candidate_epochs, "measurer_epochs": args.measurer_epochs,
             "score_args": args.score_args, "min_samples": args.min_samples, "train_args": list(train_args),

@@ -36,7 +36,7 @@ from curriculum.driver import (add_common_arguments, common_options, final_is_be
                                final_summary, fmt, install_sigterm_exit, make_launchers, markdown_table, run_length,
                                skips_final, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities, plot_histogram_grid, reliability_histogram, summary_stats
-from curriculum.search import SearchResult, greedy_threshold_search, new_state
+from curriculum.search import SearchResult, greedy_threshold_search
 from curriculum.selection import (check_layout, link_other_splits, load_split, merge_separate_dir, select,
                                   list_separate, separate_name, split_file, threshold_tag, write_separate)
 from curriculum.state import DriverState, work_dir_lock
@@ -209,9 +209,9 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
                 return rec["result"]["val_accu"]
 
             found[i] = greedy_threshold_search(evaluate, args.start, args.delta,
-                                               state=state.search_state(key) or new_state(args.start, args.delta),
+                                               state=state.search_state(key),
                                                on_update=lambda s, key=key: state.set_search_state(key, s),
-                                               parallel=args.parallel_candidates)
+                                               parallel=args.parallel_candidates, min_gain=args.min_gain)
             for e in found[i].evaluations:
                 rec = state.step(f"{key}_h_{threshold_tag(e['h'])}")
                 candidates.append({"step": t, "source": j, "measurer": i, "h": e["h"], "n_new": rec["n_new"],

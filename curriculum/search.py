@@ -2,15 +2,19 @@
 
 Start at hm = ``start`` (0.5); evaluate hm, hl = hm - delta and hr = hm + delta (thresholds outside
 [``lower``, ``upper``] are skipped); stop when hm is at least as good as both neighbours, else move hm to the
-better neighbour and repeat. Thresholds lie on the grid start + k * delta, computed in exact 1e-9 units, and each
-is evaluated at most once (cache key: the threshold rounded to 1e-6).
+better neighbour and repeat. With ``min_gain`` > 0 a neighbour must beat hm by more than ``min_gain`` to replace it
+(differences within validation noise keep hm; 0, the default, is the paper's rule). Thresholds lie on the grid
+start + k * delta, computed in exact 1e-9 units, and each is evaluated at most once (cache key: the threshold rounded
+to 1e-6).
 
 Decisions where the paper is silent:
-- ties between hm and its best neighbour keep hm (stop): moving only on a strict gain guarantees termination;
+- ties between hm and its best neighbour keep hm (stop): moving only on a strict gain (above ``min_gain``) guarantees
+  termination;
 - ties between hl and hr prefer hr, the higher threshold (more reliable, smaller and cheaper data);
 - ``evaluate`` may return None for an infeasible threshold (e.g. too few samples selected): it ranks below every
   accuracy, so the search moves away from it; if nothing is feasible the result's accuracy is None.
-Because every move strictly improves hm's accuracy, hm ends with the best accuracy of all evaluated thresholds.
+Because every move strictly improves hm's accuracy, hm ends with the best accuracy of all evaluated thresholds (with
+``min_gain``, within ``min_gain`` of it).
 
 The search is a deterministic function of ``evaluate``'s answers, so it resumes by replaying against the cached
 answers in ``state`` (a JSON-able dict the caller persists, e.g. from ``on_update``). Each step needs hm and both
@@ -47,7 +51,7 @@ def _score(acc: Optional[float]) -> float:
     return -math.inf if acc is None else acc
 
 
-def _params(start: float, delta: float, lower: float, upper: float) -> Dict[str, float]:
+def _params(start: float, delta: float, lower: float, upper: float, min_gain: float = 0.0) -> Dict[str, float]:
     for name, value in (("start", start), ("lower", lower), ("upper", upper)):
         try:
             threshold_units(value)
@@ -57,27 +61,31 @@ def _params(start: float, delta: float, lower: float, upper: float) -> Dict[str,
         raise ValueError(f"search start {start} is outside the bounds [{lower}, {upper}]")
     if not isinstance(delta, (int, float)) or not math.isfinite(delta) or not 1e-6 <= delta <= 1.0:
         raise ValueError(f"search delta {delta!r}: must be a number in [1e-6, 1]")
-    return {"start": float(start), "delta": float(delta), "lower": float(lower), "upper": float(upper)}
+    if not isinstance(min_gain, (int, float)) or not 0.0 <= min_gain < 1.0:
+        raise ValueError(f"search min_gain {min_gain!r}: must be a number in [0, 1)")
+    return {"start": float(start), "delta": float(delta), "lower": float(lower), "upper": float(upper),
+            "min_gain": float(min_gain)}
 
 
-def new_state(start: float = 0.5, delta: float = 0.1, lower: float = 0.0, upper: float = 1.0) -> Dict[str, Any]:
+def new_state(start: float = 0.5, delta: float = 0.1, lower: float = 0.0, upper: float = 1.0,
+              min_gain: float = 0.0) -> Dict[str, Any]:
     """An empty, JSON-able search state."""
-    return {"params": _params(start, delta, lower, upper), "evaluations": [], "trace": [], "result": None}
+    return {"params": _params(start, delta, lower, upper, min_gain), "evaluations": [], "trace": [], "result": None}
 
 
 def greedy_threshold_search(evaluate: Evaluate, start: float = 0.5, delta: float = 0.1, lower: float = 0.0,
                             upper: float = 1.0, state: Optional[Dict[str, Any]] = None,
                             on_update: Optional[Callable[[Dict[str, Any]], None]] = None,
-                            parallel: int = 1) -> SearchResult:
+                            parallel: int = 1, min_gain: float = 0.0) -> SearchResult:
     """Run (or resume, given a saved ``state``) the greedy search; ``evaluate(h)`` returns the validation accuracy
     of a model trained on percent(H, h), or None when h is infeasible. ``state`` is updated in place and handed to
     ``on_update`` after every new evaluation and at the end. ``parallel``: how many evaluations of one step may
-    run at the same time."""
+    run at the same time; ``min_gain``: how much a neighbour must beat hm by (more than) to replace it."""
     if parallel < 1:
         raise ValueError(f"parallel={parallel}: must be at least 1")
-    params = _params(start, delta, lower, upper)
+    params = _params(start, delta, lower, upper, min_gain)
     if state is None:
-        state = new_state(start, delta, lower, upper)
+        state = new_state(start, delta, lower, upper, min_gain)
     elif state.get("params") != params:
         raise ValueError(f"saved search state has parameters {state.get('params')}, this search {params}")
     cache: Dict[str, Optional[float]] = {e["key"]: e["accuracy"] for e in state["evaluations"]}
@@ -128,7 +136,7 @@ def greedy_threshold_search(evaluate: Evaluate, start: float = 0.5, delta: float
             step[f"acc_{side}"] = acc
             if best_k is None or _score(acc) >= _score(best_acc):
                 best_k, best_acc = nk, acc
-        if best_k is None or _score(acc_m) >= _score(best_acc):
+        if best_k is None or _score(best_acc) <= _score(acc_m) + min_gain:
             step["move"] = "stop"
             trace.append(step)
             break

@@ -30,7 +30,7 @@ from curriculum.driver import (add_common_arguments, common_options, final_is_be
                                final_summary, fmt, install_sigterm_exit, make_launchers, markdown_table, run_length,
                                skips_final, split_argv, train_split_of, validate_common)
 from curriculum.reliability import load_reliabilities
-from curriculum.search import greedy_threshold_search, new_state
+from curriculum.search import greedy_threshold_search
 from curriculum.selection import load_split, prepare_split_root, select, split_file, threshold_tag
 from curriculum.state import DriverState, work_dir_lock
 from utils.io import atomic_write_text, write_json
@@ -118,10 +118,9 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
             return None
         return train_step(name, chosen, "candidate", info)["result"]["val_accu"]
 
-    search_state = state.search_state("ssa") or new_state(args.start, args.delta)
-    found = greedy_threshold_search(evaluate, args.start, args.delta, state=search_state,
+    found = greedy_threshold_search(evaluate, args.start, args.delta, state=state.search_state("ssa"),
                                     on_update=lambda s: state.set_search_state("ssa", s),
-                                    parallel=args.parallel_candidates)
+                                    parallel=args.parallel_candidates, min_gain=args.min_gain)
     if found.accuracy is None:
         raise SystemExit(f"no feasible threshold: every candidate selected fewer than --min_samples "
                          f"{args.min_samples} samples")

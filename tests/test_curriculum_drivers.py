@@ -330,10 +330,10 @@ def test_inprocess_runner_resumes_an_interrupted_attempt(world, monkeypatch):
 # ---------------------------------------------------------------------------------------------------- SSA
 
 
-def expected_ssa(world, delta=0.1):
+def expected_ssa(world, delta=0.1, **search):
     source = torch.load(world / "splits" / "unc" / "unc_train_pseudo.pth", weights_only=True)
     r = [float(s[1][2:]) for s in source]
-    found = greedy_threshold_search(lambda h: stub_accuracy(select(source, r, h)), delta=delta)
+    found = greedy_threshold_search(lambda h: stub_accuracy(select(source, r, h)), delta=delta, **search)
     return found, select(source, r, found.h_star)
 
 
@@ -423,6 +423,20 @@ def test_ssa_options_change_is_refused_unless_forced(world):
     assert all(after[k] == 1 for k in before)  # measurer, scoring and shared thresholds were not rerun
     state = json.load(open(world / "ssa" / "ssa_state.json"))
     assert state["options"]["delta"] == 0.2 and state["superseded"][0]["options"]["delta"] == 0.1
+
+
+def test_min_gain_is_passed_to_the_search_and_recorded(world):
+    plain, _ = expected_ssa(world, start=0.3)
+    first = plain.trace[0]
+    gain = first["acc_r"] - first["acc_m"]  # from 0.3 the stub's accuracy rises by 0.0035 to 0.4, then more
+    assert plain.h_star == pytest.approx(0.5) and first["move"] == "right" and 0.0 < gain < 0.005
+    result = ssa.main(common_argv(world, "ssa", "--start", "0.3", "--min_gain", "0.005"))
+    found, chosen = expected_ssa(world, start=0.3, min_gain=0.005)
+    assert result["h_star"] == found.h_star == pytest.approx(0.3) and load_split(result["selected_split"]) == chosen
+    assert len(result["candidates"]) == 3
+    assert json.load(open(world / "ssa" / "ssa_state.json"))["options"]["min_gain"] == 0.005
+    with pytest.raises(SystemExit, match="--min_gain 1.0"):
+        ssa.main(common_argv(world, "ssa", "--min_gain", "1.0"))
 
 
 def test_ssa_with_a_given_measurer_trains_none(world):

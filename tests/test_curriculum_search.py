@@ -62,6 +62,24 @@ def test_ties_keep_hm_and_prefer_the_higher_neighbour():
     assert result.h_star == pytest.approx(0.6)  # hl and hr tie: the higher threshold wins
 
 
+def test_min_gain_keeps_hm_on_differences_within_noise():
+    # seed 3 of the demo's caption step: 0.8 beat 0.5 by one validation expression in 600
+    accuracies = {0.2: 127 / 600, 0.5: 129 / 600, 0.8: 130 / 600}
+    assert greedy_threshold_search(lambda h: accuracies[round(h, 6)], delta=0.3).h_star == pytest.approx(0.8)
+    kept = greedy_threshold_search(lambda h: accuracies[round(h, 6)], delta=0.3, min_gain=0.01)
+    assert kept.h_star == 0.5 and kept.trace[-1]["move"] == "stop"
+    # a gain above min_gain still moves, and the search goes on from there
+    f = Recorder(0.2)
+    assert greedy_threshold_search(f, min_gain=0.05).h_star == pytest.approx(0.2)
+    ramp = {0.3: 0.30, 0.4: 0.26, 0.5: 0.20, 0.6: 0.10}
+    moved_once = greedy_threshold_search(lambda h: ramp[round(h, 6)], min_gain=0.05)
+    assert moved_once.h_star == pytest.approx(0.4)  # 0.30 is within 0.05 of 0.26: kept 0.4
+    with pytest.raises(ValueError, match="min_gain"):
+        greedy_threshold_search(lambda h: 0.0, min_gain=-0.1)
+    with pytest.raises(ValueError, match="saved search state"):
+        greedy_threshold_search(lambda h: 0.0, state=new_state(min_gain=0.01))
+
+
 def test_infeasible_thresholds_rank_last():
     result = greedy_threshold_search(lambda h: None if h >= 0.5 else 1.0 - h)
     assert result.h_star == pytest.approx(0.0)
