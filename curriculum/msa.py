@@ -78,12 +78,18 @@ def parse_pairs(text: str, flag: str) -> Dict[str, str]:
     return pairs
 
 
-def _best_measurer(found: Dict[str, SearchResult], source: str, order: List[str]) -> str:
-    """Best accuracy; ties prefer the source-specific measurer, then the earlier one in the order."""
+def _best_measurer(found: Dict[str, SearchResult], source: str, order: List[str], min_gain: float = 0.0) -> str:
+    """Best accuracy; ties prefer the source-specific measurer, then the earlier one in the order. Another measurer
+    replaces the source-specific one only when its best model is better by more than ``min_gain`` (as a threshold
+    replaces hm in the search)."""
     def rank(i: str) -> tuple:
         acc = found[i].accuracy
         return (-np.inf if acc is None else acc, i == source, -order.index(i))
-    return max(found, key=rank)
+    best = max(found, key=rank)
+    if best != source and source in found and found[source].accuracy is not None:
+        if found[best].accuracy <= found[source].accuracy + min_gain:
+            return source
+    return best
 
 
 def run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
@@ -218,7 +224,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
                                    "n_train": rec["n_train"], "val_accu": e["accuracy"],
                                    "best_epoch": (rec.get("result") or {}).get("best_epoch"),
                                    "skipped": rec.get("skipped"), "run_dir": rec.get("run_dir")})
-        best_i = _best_measurer(found, j, order)
+        best_i = _best_measurer(found, j, order, args.min_gain)
         h_star, accuracy = found[best_i].h_star, found[best_i].accuracy
         if accuracy is None:
             raise SystemExit(f"step {t} ({j}): no feasible threshold for any measurer (--min_samples "

@@ -27,7 +27,7 @@ from curriculum import msa, ssa
 from curriculum.reliability import load_reliabilities
 from curriculum.driver import budget_epochs, default_min_samples
 from curriculum.runner import RunFailedError, TrainLauncher, launcher_prefix, samples_fingerprint
-from curriculum.search import greedy_threshold_search
+from curriculum.search import SearchResult, greedy_threshold_search
 from curriculum.selection import load_split, select, threshold_tag
 from curriculum.state import DriverState, work_dir_lock
 
@@ -642,6 +642,19 @@ def expected_msa(world, specific_only=False):
         steps.append((j, best[1], best[2]))
         chosen = chosen + best[3]
     return order, steps, chosen
+
+
+def test_another_measurer_replaces_the_source_specific_one_only_by_more_than_min_gain():
+    def found(acc):
+        return SearchResult(h_star=0.5, accuracy=acc)
+
+    order = ["template", "relation", "caption"]
+    results = {"template": found(0.300), "relation": found(0.305), "caption": found(None)}
+    assert msa._best_measurer(results, "template", order) == "relation"
+    assert msa._best_measurer(results, "template", order, min_gain=0.01) == "template"
+    assert msa._best_measurer(results, "template", order, min_gain=0.001) == "relation"
+    assert msa._best_measurer({**results, "relation": found(0.300)}, "template", order) == "template"  # a tie
+    assert msa._best_measurer({**results, "template": found(None)}, "template", order, min_gain=0.5) == "relation"
 
 
 @pytest.mark.parametrize("launcher", ["python", "inprocess"])
