@@ -231,16 +231,18 @@ class Demo:
         """Threads of a job on ``lanes`` of the ``parallel_runs`` lanes: its share of the CPUs."""
         return max(1, available_cpus() * lanes // self.config.parallel_runs)
 
-    def lane_env(self, lanes: int = 1) -> Dict[str, str]:
-        """Environment of a process that runs beside others on ``lanes`` lanes (``lane_threads``)."""
-        return {"OMP_NUM_THREADS": str(self.lane_threads(lanes))}
+    def training_env(self) -> Dict[str, str]:
+        """Environment of a training process: one lane's threads (``lane_threads``), always, even when the other lanes
+        idle: a run's thread count changes its float rounding, so a share that depended on timing would make reruns
+        of a seed differ."""
+        return {"OMP_NUM_THREADS": str(self.lane_threads())}
 
     def _train(self, name: str, samples: Sequence[Any], epochs: int, max_steps: Optional[int],
-               extra: Sequence[str], train_split: str, lanes: int) -> Dict[str, Any]:
-        """One independent CLIP-VG run on ``samples`` in a process of its own (``lane_env``); its result."""
+               extra: Sequence[str], train_split: str) -> Dict[str, Any]:
+        """One independent CLIP-VG run on ``samples`` in a process of its own (``training_env``); its result."""
         epochs = budget_epochs(len(samples), epochs, max_steps, default_min_samples(self.config.train, LAUNCHER))
         launcher = TrainLauncher("python", common_args=[*self.train_args(), *extra], run_cache=self.run_cache,
-                                 env=self.lane_env(lanes))
+                                 env=self.training_env())
         record = launcher.run(os.path.join(self.runs, name), "synthetic", self.data_root, self.split_root,
                               samples, epochs, train_split=train_split, tag=name, max_steps=max_steps)
         result = record["result"]
@@ -261,7 +263,7 @@ class Demo:
 
         def train(name: str, samples: Sequence[Any], epochs: int, steps: Optional[int], extra: Sequence[str] = (),
                   split: str = "train_pseudo") -> Job:
-            return Job(name, lambda done, lanes: self._train(name, samples, epochs, steps, extra, split, lanes))
+            return Job(name, lambda done, lanes: self._train(name, samples, epochs, steps, extra, split))
 
         ssa_input = os.path.join(self.out, "ssa_input")
         prepare_split_root(ssa_input, "synthetic", self.split_root, "train_pseudo", template)
@@ -270,7 +272,7 @@ class Demo:
             def argv(done: Mapping[str, Any]) -> List[str]:
                 return self.ssa_argv(ssa_input, done) if name == "ssa" else self.msa_argv(pseudo, done)
             return Job(f"{name}_{'search' if search else 'final'}",
-                       lambda done, lanes: self._driver_process(name, argv(done), search, lanes), needs)
+                       lambda done, lanes: self._driver_process(name, argv(done), search), needs)
 
         measurers = [train(f"measurer_{source}", load_split_file(pseudo["files"][source]), cfg.epochs,
                            measurer_steps) for source in MEASURED_SOURCES]
@@ -319,8 +321,8 @@ class Demo:
                 "--measurers", ",".join(f"{s}:{r['best_checkpoint']}" for s, r in measurers.items()),
                 "--", *self.train_args()]
 
-    def _driver_process(self, name: str, argv: List[str], search: bool, lanes: int) -> Dict[str, Any]:
-        """Run ``python -m curriculum.<name> <argv>`` (``lane_env``): with ``search``, only its threshold search
+    def _driver_process(self, name: str, argv: List[str], search: bool) -> Dict[str, Any]:
+        """Run ``python -m curriculum.<name> <argv>`` (``training_env``): with ``search``, only its threshold search
         (``--search_only``), else its final model (it resumes its recorded search). Everything it prints is
         appended to ``<name>/{search,final}_process.log`` and its progress lines (``[tag] ...``) are echoed;
         returns its ``<name>_result.json``."""
@@ -339,7 +341,7 @@ class Demo:
                     print(line, flush=True)
 
             status = spawn_streaming([sys.executable, "-m", f"curriculum.{name}", *argv], REPO_ROOT,
-                                     self.lane_env(lanes), emit)
+                                     self.training_env(), emit)
         if status != 0:
             raise RunFailedError(f"the {name.upper()} driver's {phase} process failed (exit status {status}); log "
                                  f"{log_path}:\n{log_tail(log_path)}")

@@ -99,3 +99,27 @@ def test_on_object_rate_counts_boxes_on_any_shape(tmp_path):
     path = tmp_path / "val.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert demo.on_object_rate(str(path), scenes) == 0.75
+
+
+def test_training_processes_get_one_lanes_threads_whatever_is_idle(tmp_path, monkeypatch):
+    # a run's thread count changes its float rounding: a share that depended on which lanes idle would make two
+    # runs of one seed differ, so every training process gets one lane's threads; evaluations may take more
+    monkeypatch.setattr(demo, "available_cpus", lambda: 8)
+    config = demo.PRESETS["full"]
+    d = demo.Demo(str(tmp_path), config, 0, "cpu")
+    assert config.parallel_runs == 2 and d.training_env() == {"OMP_NUM_THREADS": "4"}
+    assert d.lane_threads(2) == 8
+    captured = []
+
+    class Launcher:
+        def __init__(self, *args, env=None, **kwargs):
+            captured.append(env)
+
+        def run(self, *args, **kwargs):
+            return {"result": {"val_accu": 0.5, "best_epoch": 0}}
+
+    monkeypatch.setattr(demo, "TrainLauncher", Launcher)
+    job = demo.Job("x", lambda done, lanes: d._train("x", [("a.jpg", "", [0, 0, 1, 1], "a", "")] * 64, 1, None, (),
+                                                     "train_pseudo"))
+    assert demo.run_jobs([job], 2)["x"]["val_accu"] == 0.5  # alone on two lanes, still one lane's threads
+    assert captured == [{"OMP_NUM_THREADS": "4"}]
