@@ -90,6 +90,22 @@ def load_image(path: str, index: int) -> Image.Image:
         raise ImageLoadError(f"sample {index}: cannot read image {path}: {e}") from e
 
 
+_SHARED_CANVASES: Dict[Tuple[str, int, int, int], Canvas] = {}
+"""Canvases of ``--cache_images`` kept for the life of the process and shared by every data set in it, keyed by
+(image path, file size, modification time, imsize): the runs an in-process driver makes one after another (search
+candidates, final model) resize each image once, not once per run. The canvas is the same computation either way."""
+
+
+def shared_canvas(path: str, transform: EvalTransform | TrainTransform, index: int) -> Canvas:
+    """The canvas of the image at ``path`` under the deterministic ``transform`` (from ``_SHARED_CANVASES``)."""
+    stat = os.stat(path)
+    key = (path, stat.st_size, stat.st_mtime_ns, transform.imsize)
+    canvas = _SHARED_CANVASES.get(key)
+    if canvas is None:
+        canvas = _SHARED_CANVASES[key] = transform.canvas(load_image(path, index))
+    return canvas
+
+
 class GroundingDataset(Dataset):
     """One split of a grounding dataset (see the module docstring for the item layout).
 
@@ -176,7 +192,7 @@ class GroundingDataset(Dataset):
         path = self.image_path(record)
         canvas = self._canvas_cache.get(path)
         if canvas is None:
-            canvas = self._canvas_cache[path] = self.transform.canvas(load_image(path, record.index))
+            canvas = self._canvas_cache[path] = shared_canvas(path, self.transform, record.index)
         return canvas.place(box)
 
     def __getitem__(self, i: int) -> Dict[str, Any]:

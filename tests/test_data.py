@@ -254,6 +254,18 @@ def test_cache_images_without_augmentation_transforms_each_image_once_bit_for_bi
                 a, b = plain[i], cached[i]
                 for key in ("img", "img_mask", "box", "transform", "text"):
                     assert torch.equal(a[key], b[key]), (split, i, key)
-        # plain: every item of both passes; cached: each image once, shared by both samples on a.jpg
-        assert opened.count("a.jpg") == 2 * 2 + 1 and opened.count("b.png") == 2 + 1
+        before = cached[0]["img"]
+        # plain: every item of both passes; cached: each image once, shared by both samples on a.jpg, and by every
+        # data set of the process (the val set reuses the train set's canvases: the same images and imsize)
+        once = 1 if split == "train" else 0
+        assert opened.count("a.jpg") == 2 * 2 + once and opened.count("b.png") == 2 + once
         monkeypatch.undo()
+    # a rewritten image is read again (the shared canvases are keyed by the file's size and modification time)
+    path = plain.image_path(plain.records[0])
+    assert plain.records[0].image == "a.jpg"
+    stat = os.stat(path)
+    Image.open(path).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
+    plain = build_dataset("val", make_args(tmp_path, "unc", "--no-aug_color"), train=False)
+    cached = build_dataset("val", make_args(tmp_path, "unc", "--no-aug_color", "--cache_images"), train=False)
+    assert torch.equal(plain[0]["img"], cached[0]["img"]) and not torch.equal(plain[0]["img"], before)
