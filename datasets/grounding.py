@@ -52,6 +52,11 @@ def _bpe() -> SimpleTokenizer:
     return SimpleTokenizer()
 
 
+_TOKENS: Dict[Tuple[str, int], torch.Tensor] = {}
+"""``clip.tokenize`` rows (int32) by (text, context length), kept for the life of the process: the runs an
+in-process driver makes one after another tokenise mostly the same texts, and CLIP's text cleaning is slow."""
+
+
 def tokenize_queries(texts: Sequence[str], context_length: int) -> Tuple[torch.Tensor, torch.Tensor, List[int]]:
     """Tokenise ``texts`` with ``clip.tokenize(..., truncate=True)``, each distinct text once.
 
@@ -62,7 +67,11 @@ def tokenize_queries(texts: Sequence[str], context_length: int) -> Tuple[torch.T
     position: Dict[str, int] = {}
     rows = torch.tensor([position.setdefault(t, len(position)) for t in texts], dtype=torch.int64)
     unique = list(position)
-    tokens = clip.tokenize(unique, context_length=context_length, truncate=True).to(torch.int32) if unique \
+    new = [t for t in unique if (t, context_length) not in _TOKENS]
+    if new:
+        fresh = clip.tokenize(new, context_length=context_length, truncate=True).to(torch.int32)
+        _TOKENS.update(((t, context_length), row) for t, row in zip(new, fresh))
+    tokens = torch.stack([_TOKENS[t, context_length] for t in unique]) if unique \
         else torch.zeros((0, context_length), dtype=torch.int32)
     # Only a text that fills the whole context can have been truncated; count its real length to be sure.
     full = torch.nonzero(tokens[:, -1] != 0).flatten().tolist()
@@ -130,6 +139,8 @@ class GroundingDataset(Dataset):
         # augmentation) the transformed canvases, which every sample on the same image shares.
         self._image_cache: Optional[Dict[str, Image.Image]] = {} if cache_images and transform.random else None
         self._canvas_cache: Optional[Dict[str, Canvas]] = {} if cache_images and not transform.random else None
+        # With canvases every item is deterministic too: built once per position (the canvas's tensors are shared).
+        self._item_cache: Optional[Dict[int, Dict[str, Any]]] = {} if self._canvas_cache is not None else None
         files = ", ".join(split_paths(split_root, dataset, split))
         records, bad = parse_records(load_split(split_root, dataset, split), dataset)
         if bad and not skip_bad:
@@ -196,6 +207,14 @@ class GroundingDataset(Dataset):
         return canvas.place(box)
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
+        if self._item_cache is None:
+            return self._item(i)
+        item = self._item_cache.get(i)
+        if item is None:
+            item = self._item_cache[i] = self._item(i)
+        return dict(item)
+
+    def _item(self, i: int) -> Dict[str, Any]:
         record = self.records[i]
         out = self.transformed(record, self.texts[i])
         return {

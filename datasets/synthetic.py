@@ -1088,22 +1088,26 @@ def build_world(config: SyntheticConfig) -> World:
                               for split, names in _all_names(config).items()})
 
 
-def _write_chunk(config: SyntheticConfig, split: str, start: int, names: Sequence[str], folder: str) -> List[Any]:
-    """Build items ``start .. start + len(names) - 1`` of ``split`` and write their images into ``folder``."""
+def _write_chunk(config: SyntheticConfig, split: str, start: int, names: Sequence[str], folder: str
+                 ) -> List[Tuple[Any, Optional[ImageUpstream]]]:
+    """Build items ``start .. start + len(names) - 1`` of ``split``, write their images into ``folder`` and, for the
+    train split, simulate what the upstream models say about them."""
     items = []
     for index, name in enumerate(names, start):
         item = world_item(config, split, index, name)
         scene = item[0] if split == "pretrain" else item
         image = render_scene(scene, _rng(config, "render", split, index), config.class_textures)
         atomic_write_bytes(os.path.join(folder, name), _jpeg_bytes(image, config.jpeg_quality), durable=False)
-        items.append(item)
+        items.append((item, simulate_image_upstream(scene, config, index) if split == "train" else None))
     return items
 
 
-def write_world(config: SyntheticConfig, paths: Dict[str, str], workers: int = 1) -> World:
-    """Build the world and write its images, in ``workers`` processes (spawned; each scene and image depends only
-    on its own seeded draws, so the files are the same for any ``workers``). Worlds under ``_PARALLEL_MIN_IMAGES``
-    images are written in this process, where a pool's start-up would cost more than it saves."""
+def write_world(config: SyntheticConfig, paths: Dict[str, str], workers: int = 1
+                ) -> Tuple[World, List[ImageUpstream]]:
+    """Build the world, write its images and simulate the upstream outputs of its training images, in ``workers``
+    processes (spawned; each scene, image and upstream output depends only on its own seeded draws, so the files are
+    the same for any ``workers``). Worlds under ``_PARALLEL_MIN_IMAGES`` images are written in this process, where a
+    pool's start-up would cost more than it saves. Returns the world and the training images' upstream outputs."""
     names = _all_names(config)
     total = sum(map(len, names.values()))
     jobs = []
@@ -1122,51 +1126,62 @@ def write_world(config: SyntheticConfig, paths: Dict[str, str], workers: int = 1
     if chunks is None:
         chunks = [_write_chunk(*job) for job in jobs]
     items: Dict[str, List[Any]] = {split: [] for split in names}
+    upstream: List[ImageUpstream] = []
     for job, written in zip(jobs, chunks):
-        items[job[1]].extend(written)
-    return _assemble(config, items)
+        items[job[1]].extend(item for item, _ in written)
+        upstream.extend(image for _, image in written if image is not None)
+    return _assemble(config, items), upstream
 
 
-def simulate_upstream(scenes: Sequence[Scene], config: SyntheticConfig) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+UPSTREAM_COUNTS = ("objects", "detections", "missed", "spurious", "duplicates", "wrong_class", "attributes",
+                   "wrong_attributes", "triplets", "wrong_triplets", "captions", "wrong_captions")
+
+
+@dataclass
+class ImageUpstream:
+    """What the simulated upstream models say about one training image: its entry in each payload, its noise
+    counts (``UPSTREAM_COUNTS``) and the (detected, true) box pairs of its correctly placed detections."""
+    entries: Dict[str, Dict[str, Any]]
+    counts: Dict[str, int]
+    true_pairs: List[Tuple[Tuple[float, ...], Tuple[float, ...]]]
+
+
+def simulate_image_upstream(scene: Scene, config: SyntheticConfig, index: int) -> ImageUpstream:
+    """The upstream outputs of training image ``index`` (each model draws from its own stream of that image)."""
+    dets = simulate_detections(scene, config, _rng(config, "detections", "train", index))
+    attributes, wrong_attr = simulate_attributes(scene, dets, config, _rng(config, "attributes", "train", index))
+    triplets, wrong_trip = simulate_scene_graph(scene, dets, config, _rng(config, "scene_graphs", "train", index))
+    captions, wrong_cap = simulate_captions(scene, config, _rng(config, "captions", "train", index))
+    entries = {"detections": {"image": scene.image, "width": scene.width, "height": scene.height,
+                              "objects": [{"box": list(d.box), "class": d.category, "score": d.score}
+                                          for d in dets]},
+               "attributes": {"image": scene.image, "objects": attributes},
+               "scene_graphs": {"image": scene.image, "triplets": triplets},
+               "captions": {"image": scene.image, "captions": captions}}
+    found = {d.source for d in dets if d.kind in ("true", "wrong_class")}
+    counts = {"objects": len(scene.objects), "detections": len(dets), "missed": len(scene.objects) - len(found),
+              "spurious": sum(d.kind == "spurious" for d in dets),
+              "duplicates": sum(d.kind == "duplicate" for d in dets),
+              "wrong_class": sum(d.kind == "wrong_class" for d in dets),
+              "attributes": len(attributes), "wrong_attributes": wrong_attr, "triplets": len(triplets),
+              "wrong_triplets": wrong_trip, "captions": len(captions), "wrong_captions": wrong_cap}
+    pairs = [(d.box, scene.obj(d.source).box) for d in dets if d.kind in ("true", "wrong_class")]
+    return ImageUpstream(entries, counts, pairs)
+
+
+def combine_upstream(images: Sequence[ImageUpstream]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The upstream JSON payloads (``detections``, ``attributes``, ``scene_graphs``, ``captions``,
-    ``synonyms``) for ``scenes`` (the train split) in ``docs/upstream_formats.md`` formats, and noise stats."""
-    det_images, attr_images, sg_images, cap_images = [], [], [], []
-    counts = {"objects": 0, "detections": 0, "missed": 0, "spurious": 0, "duplicates": 0, "wrong_class": 0,
-              "attributes": 0, "wrong_attributes": 0, "triplets": 0, "wrong_triplets": 0, "captions": 0,
-              "wrong_captions": 0}
-    true_pred, true_gt = [], []
-    for index, scene in enumerate(scenes):
-        dets = simulate_detections(scene, config, _rng(config, "detections", "train", index))
-        attributes, wrong_attr = simulate_attributes(scene, dets, config, _rng(config, "attributes", "train", index))
-        triplets, wrong_trip = simulate_scene_graph(scene, dets, config, _rng(config, "scene_graphs", "train", index))
-        captions, wrong_cap = simulate_captions(scene, config, _rng(config, "captions", "train", index))
-        det_images.append({"image": scene.image, "width": scene.width, "height": scene.height,
-                           "objects": [{"box": list(d.box), "class": d.category, "score": d.score} for d in dets]})
-        attr_images.append({"image": scene.image, "objects": attributes})
-        sg_images.append({"image": scene.image, "triplets": triplets})
-        cap_images.append({"image": scene.image, "captions": captions})
-        found = {d.source for d in dets if d.kind in ("true", "wrong_class")}
-        counts["objects"] += len(scene.objects)
-        counts["detections"] += len(dets)
-        counts["missed"] += len(scene.objects) - len(found)
-        for kind, key in (("spurious", "spurious"), ("duplicate", "duplicates"), ("wrong_class", "wrong_class")):
-            counts[key] += sum(d.kind == kind for d in dets)
-        counts["attributes"] += len(attributes)
-        counts["wrong_attributes"] += wrong_attr
-        counts["triplets"] += len(triplets)
-        counts["wrong_triplets"] += wrong_trip
-        counts["captions"] += len(captions)
-        counts["wrong_captions"] += wrong_cap
-        for d in dets:
-            if d.kind in ("true", "wrong_class"):
-                true_pred.append(d.box)
-                true_gt.append(scene.obj(d.source).box)
-    if true_pred:
-        ious = elementwise_iou(torch.tensor(true_pred, dtype=torch.float64), torch.tensor(true_gt, dtype=torch.float64))
+    ``synonyms``) in ``docs/upstream_formats.md`` formats, and noise stats, from the per-image outputs in split
+    order."""
+    counts: Dict[str, Any] = {key: sum(image.counts[key] for image in images) for key in UPSTREAM_COUNTS}
+    pairs = [pair for image in images for pair in image.true_pairs]
+    if pairs:
+        ious = elementwise_iou(torch.tensor([p for p, _ in pairs], dtype=torch.float64),
+                               torch.tensor([g for _, g in pairs], dtype=torch.float64))
         counts["mean_iou_detected"] = round(float(ious.mean()), 4)
-    payloads = {"detections": {"images": det_images}, "attributes": {"images": attr_images},
-                "scene_graphs": {"images": sg_images}, "captions": {"images": cap_images},
-                "synonyms": {c: list(SYNONYMS[c]) for c in CLASSES}}
+    payloads: Dict[str, Any] = {name: {"images": [image.entries[name] for image in images]}
+                                for name in ("detections", "attributes", "scene_graphs", "captions")}
+    payloads["synonyms"] = {c: list(SYNONYMS[c]) for c in CLASSES}
     return payloads, counts
 
 
@@ -1311,10 +1326,10 @@ def generate(data_root: str, split_root: str, config: Optional[SyntheticConfig] 
         os.remove(paths["world"])
     os.makedirs(paths["images"], exist_ok=True)
     os.makedirs(paths["pretrain_images"], exist_ok=True)
-    world = write_world(config, paths, available_cpus() if workers is None else workers)
+    world, upstream = write_world(config, paths, available_cpus() if workers is None else workers)
     _remove_stale_images(paths["images"], {s.image for scenes in world.splits.values() for s in scenes})
     _remove_stale_images(paths["pretrain_images"], {s.image for s, _ in world.pretrain})
-    payloads, counts = simulate_upstream(world.splits["train"], config)
+    payloads, counts = combine_upstream(upstream)
     for name, payload in payloads.items():
         atomic_write_bytes(paths[name], _json_bytes(payload))
     corpus = {"image_dir": "pretrain_images",

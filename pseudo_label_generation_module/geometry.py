@@ -4,7 +4,7 @@ Pairwise overlaps come from ``torchvision.ops`` (in float64, so thresholds compa
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torchvision.ops import box_iou
@@ -19,6 +19,11 @@ def _tensor(boxes: Sequence[Box]) -> torch.Tensor:
 def iou_matrix(a: Sequence[Box], b: Sequence[Box]) -> torch.Tensor:
     """(len(a), len(b)) IoU matrix (0 where a box has no area)."""
     return box_iou(_tensor(a), _tensor(b)).nan_to_num(0.0)
+
+
+def paired_iou(a: Sequence[Box], b: Sequence[Box]) -> List[float]:
+    """IoU of ``a[k]`` with ``b[k]`` for every k (the diagonal of ``iou_matrix``, in one call)."""
+    return iou_matrix(a, b).diagonal().tolist() if a else []
 
 
 def iou(a: Box, b: Box) -> float:

@@ -151,6 +151,8 @@ class Lexicon:
             terms |= {_norm(w) for w in CLOTHING_WORDS}
         self.terms = frozenset(t for t in terms if t)
         self.max_words = max((len(t.split()) for t in self.terms), default=1)
+        self._entities: Dict[str, Tuple[str, ...]] = {}
+        """``entities`` per text already seen (the terms never change after construction; sources repeat texts)."""
 
     def _add(self, word: str, cls: str) -> None:
         if word and cls and cls not in self._named_by.setdefault(word, []):
@@ -185,19 +187,25 @@ class Lexicon:
 
     def entities(self, text: str) -> List[str]:
         """The object-class terms of ``text``, left to right, longest first, non-overlapping."""
-        tokens, found, i = words(text), [], 0
-        while i < len(tokens):
-            hit = self.longest_term_at(tokens, i)
-            if hit is None:
-                i += 1
-            else:
-                i = hit[0]
-                found.append(hit[1])
-        return found
+        return list(self._entity_terms(text))
 
     def count_entities(self, text: str) -> int:
         """Number of entities of an expression (see the module docstring)."""
-        return len(self.entities(text))
+        return len(self._entity_terms(text))
+
+    def _entity_terms(self, text: str) -> Tuple[str, ...]:
+        found = self._entities.get(text)
+        if found is None:
+            tokens, terms, i = words(text), [], 0
+            while i < len(tokens):
+                hit = self.longest_term_at(tokens, i)
+                if hit is None:
+                    i += 1
+                else:
+                    i = hit[0]
+                    terms.append(hit[1])
+            found = self._entities[text] = tuple(terms)
+        return found
 
     def classes_for(self, term: str) -> List[str]:
         """Class names ``term`` may refer to, most specific first: the term itself, the synonyms.json classes that

@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from pseudo_label_generation_module import _cli
 from pseudo_label_generation_module._io import run_cli
-from pseudo_label_generation_module.geometry import Box, iou
+from pseudo_label_generation_module.geometry import Box, paired_iou
 from pseudo_label_generation_module.inputs import Triplet, load_scene_graphs
 from pseudo_label_generation_module.samples import is_trainable_box, make_sample
 
@@ -49,11 +49,11 @@ def expression(triplet: Triplet) -> str:
     return " ".join(f"{triplet.subject_cls} {triplet.predicate} {triplet.object_cls}".lower().split())
 
 
-def is_self_referential(triplet: Triplet, self_iou: float) -> bool:
-    """Same instance id on both sides, or subject and object boxes with IoU >= ``self_iou``."""
+def is_self_referential(triplet: Triplet, overlap: float, self_iou: float) -> bool:
+    """Same instance id on both sides, or ``overlap`` (the IoU of its subject and object boxes) >= ``self_iou``."""
     if triplet.subject_id is not None and triplet.subject_id == triplet.object_id:
         return True
-    return iou(triplet.subject_box, triplet.object_box) >= self_iou
+    return overlap >= self_iou
 
 
 def image_relations(triplets: Sequence[Triplet], config: RelationConfig,
@@ -61,10 +61,11 @@ def image_relations(triplets: Sequence[Triplet], config: RelationConfig,
     """``(subject box, expression)`` of one image after the filters of the module docstring."""
     counts = Counter() if counts is None else counts
     kept = []
+    overlaps = paired_iou([t.subject_box for t in triplets], [t.object_box for t in triplets])
     for k, t in enumerate(triplets):
         if t.score < config.min_score:
             counts["low_confidence"] += 1
-        elif is_self_referential(t, config.self_iou):
+        elif is_self_referential(t, overlaps[k], config.self_iou):
             counts["self_referential"] += 1
         else:
             kept.append((k, t))

@@ -50,13 +50,13 @@ def box_agreement(samples: Sequence[Sequence[Any]], dataset: str, reference: Map
                   iou_threshold: float = 0.5) -> Dict[str, Any]:
     """How many samples have a box that overlaps a reference box of the same image (e.g. every annotated object)
     with IoU >= ``iou_threshold``; samples of images without reference boxes are not evaluated."""
-    evaluated = agreeing = 0
+    by_image: Dict[str, List[Box]] = {}
     for sample in samples:
-        boxes = reference.get(sample[0])
-        if not boxes:
-            continue
-        evaluated += 1
-        agreeing += int(float(iou_matrix([sample_box_xyxy(sample, dataset)], boxes).max()) >= iou_threshold)
+        if reference.get(sample[0]):
+            by_image.setdefault(sample[0], []).append(sample_box_xyxy(sample, dataset))
+    evaluated = sum(map(len, by_image.values()))
+    agreeing = sum(int((iou_matrix(boxes, reference[image]).max(dim=1).values >= iou_threshold).sum())
+                   for image, boxes in by_image.items())
     return {"evaluated": evaluated, "agreeing": agreeing, "rate": agreeing / evaluated if evaluated else None,
             "iou_threshold": iou_threshold}
 

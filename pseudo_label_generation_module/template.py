@@ -190,14 +190,16 @@ def attach_attributes(objects: Sequence[SceneObject], attributed: Sequence[Attri
     """Each object takes the attribute of the same-class attributed box with the highest IoU (> ``iou_threshold``;
     ties: the higher attribute score, then the earlier box) among those scoring > ``min_score``. An attribute
     that is already a word of the class name ("white" for "white shirt") is not added."""
+    if not objects or not attributed:
+        return list(objects)
+    overlaps = iou_matrix([o.box for o in objects], [a.box for a in attributed]).tolist()
     out = []
-    for o in objects:
-        candidates = [a for a in attributed if a.cls == o.cls and a.score > min_score
+    for o, row in zip(objects, overlaps):
+        candidates = [k for k, a in enumerate(attributed) if a.cls == o.cls and a.score > min_score
                       and a.attribute not in o.cls.split()]
-        ious = iou_matrix([o.box], [a.box for a in candidates])[0].tolist() if candidates else []
-        best = max((k for k, v in enumerate(ious) if v > iou_threshold),
-                   key=lambda k: (ious[k], candidates[k].score, -k), default=None)
-        out.append(o if best is None else dataclasses.replace(o, attribute=candidates[best].attribute))
+        best = max((k for k in candidates if row[k] > iou_threshold),
+                   key=lambda k: (row[k], attributed[k].score, -k), default=None)
+        out.append(o if best is None else dataclasses.replace(o, attribute=attributed[best].attribute))
     return out
 
 

@@ -8,6 +8,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 
 from datasets import DATASETS, BadSampleError, ImageLoadError, build_dataset, canvas_to_original
+from datasets.grounding import tokenize_queries
 from datasets.records import IMAGE_DIRS, LAYOUTS
 from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
@@ -254,6 +255,9 @@ def test_cache_images_without_augmentation_transforms_each_image_once_bit_for_bi
                 a, b = plain[i], cached[i]
                 for key in ("img", "img_mask", "box", "transform", "text"):
                     assert torch.equal(a[key], b[key]), (split, i, key)
+        item = cached[0]
+        item["box"] = None  # an item is a fresh dict each time, even when it comes from the cache
+        assert cached[0]["box"] is not None
         before = cached[0]["img"]
         # plain: every item of both passes; cached: each image once, shared by both samples on a.jpg, and by every
         # data set of the process (the val set reuses the train set's canvases: the same images and imsize)
@@ -269,3 +273,12 @@ def test_cache_images_without_augmentation_transforms_each_image_once_bit_for_bi
     plain = build_dataset("val", make_args(tmp_path, "unc", "--no-aug_color"), train=False)
     cached = build_dataset("val", make_args(tmp_path, "unc", "--no-aug_color", "--cache_images"), train=False)
     assert torch.equal(plain[0]["img"], cached[0]["img"]) and not torch.equal(plain[0]["img"], before)
+
+
+def test_query_tokens_are_clip_tokenize_and_reused_across_data_sets():
+    texts = ["the red block", "a blue ring left of the red block", "the red block", "zebra " * 80]
+    for context in (77, 8, 77):  # the second 77 comes from the process-wide cache
+        tokens, rows, long = tokenize_queries(texts, context)
+        assert torch.equal(tokens[rows], clip.tokenize(texts, context_length=context, truncate=True).to(torch.int32))
+        assert tokens.shape == (3, context)  # each distinct text once
+        assert long == ([1, 3] if context == 8 else [3])

@@ -94,6 +94,10 @@ def test_entity_counts_follow_the_definition():
     lex = Lexicon(["man", "shirt", "car", "cup", "table"])
     assert [lex.count_entities(t) for t in ("man in white shirt", "left red car", "cup on the table",
                                             "two men near cars", "traffic lights")] == [2, 1, 2, 2, 1]
+    # texts repeat in a source and their terms are remembered: a caller changing a returned list changes nothing
+    found = lex.entities("man in white shirt")
+    found.append("car")
+    assert lex.entities("man in white shirt") == ["man", "shirt"] and lex.count_entities("man in white shirt") == 2
 
 
 def test_statistics_on_a_known_set():
