@@ -126,8 +126,8 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
                    help="keep every decoded image in memory after its first use (per process and data-loader "
                         "worker), or with no augmentation on (evaluation, or training with every --aug_* off) the "
                         "resized, normalised and padded image (shared by every data set of the process, so the runs of "
-                        "an in-process SSA / MSA driver reuse it): faster epochs for data sets that fit in RAM, e.g. the "
-                        "synthetic one on a CPU")
+                        "an in-process SSA / MSA driver reuse it) and each sample's item: faster epochs for data sets "
+                        "that fit in RAM, e.g. the synthetic one on a CPU")
 
     g = p.add_argument_group("run")
     g.add_argument("--output_dir", default="./outputs", help="where checkpoints, logs and results go")
