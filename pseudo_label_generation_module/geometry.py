@@ -26,11 +26,6 @@ def paired_iou(a: Sequence[Box], b: Sequence[Box]) -> List[float]:
     return iou_matrix(a, b).diagonal().tolist() if a else []
 
 
-def iou(a: Box, b: Box) -> float:
-    """IoU of two boxes."""
-    return float(iou_matrix([a], [b])[0, 0])
-
-
 def area(box: Box) -> float:
     """Area of a box (0 for an inverted one)."""
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
