@@ -136,11 +136,11 @@ class GroundingDataset(Dataset):
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.image_dir = image_dir(data_root, dataset)
         # --cache_images: decoded images, or with a deterministic transform (evaluation, training without
-        # augmentation) the transformed canvases, which every sample on the same image shares.
+        # augmentation) the transformed canvases (``shared_canvas``, one per image for the whole process) and, since
+        # every item is then deterministic too, the items, built once per position (sharing the canvas's tensors).
         self._image_cache: Optional[Dict[str, Image.Image]] = {} if cache_images and transform.random else None
-        self._canvas_cache: Optional[Dict[str, Canvas]] = {} if cache_images and not transform.random else None
-        # With canvases every item is deterministic too: built once per position (the canvas's tensors are shared).
-        self._item_cache: Optional[Dict[int, Dict[str, Any]]] = {} if self._canvas_cache is not None else None
+        self._canvases = cache_images and not transform.random
+        self._item_cache: Optional[Dict[int, Dict[str, Any]]] = {} if self._canvases else None
         files = ", ".join(split_paths(split_root, dataset, split))
         records, bad = parse_records(load_split(split_root, dataset, split), dataset)
         if bad and not skip_bad:
@@ -195,16 +195,12 @@ class GroundingDataset(Dataset):
         return len(self.records)
 
     def transformed(self, record: GroundingRecord, text: str) -> Transformed:
-        """The transform's output for ``record``; from the canvas cache when there is one."""
+        """The transform's output for ``record``; on the shared canvas of its image with cached canvases."""
         box = torch.tensor(record.box_xyxy, dtype=torch.float32)
-        if self._canvas_cache is None:
+        if not self._canvases:
             rng = self.augmentation_rng(record.index) if self.transform.random else None
             return self.transform(self.load_image(record), box, text, rng)
-        path = self.image_path(record)
-        canvas = self._canvas_cache.get(path)
-        if canvas is None:
-            canvas = self._canvas_cache[path] = shared_canvas(path, self.transform, record.index)
-        return canvas.place(box)
+        return shared_canvas(self.image_path(record), self.transform, record.index).place(box)
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
         if self._item_cache is None:
