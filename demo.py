@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
+from scipy.stats import binomtest
 from torchvision.ops import box_iou
 
 from curriculum.driver import budget_epochs, default_min_samples
@@ -374,8 +375,8 @@ class Demo:
             key = {"checkpoint": file_fingerprint(checkpoint), "split": file_fingerprint(split_file), "fields": 2}
             cached = self._cached(f"eval_{name}_{split}", key)
             if cached is None:
-                out_dir = os.path.join(self.out, "eval", name)
-                predictions = os.path.join(out_dir, f"{split}.jsonl")
+                predictions = self.predictions_file(name, split)
+                out_dir = os.path.dirname(predictions)
                 stats = eval_script.main(["--eval_model", checkpoint, "--dataset", "synthetic", "--eval_set", split,
                                           "--data_root", self.data_root, "--split_root", self.split_root,
                                           "--output_dir", out_dir, "--device", self.device, "--num_workers", "0",
@@ -386,6 +387,19 @@ class Demo:
                     "on_object": on_object_rate(predictions, self.scenes())})
             scores[split] = cached
         return scores
+
+    def predictions_file(self, name: str, split: str) -> str:
+        """Where the evaluation of the model ``name`` (its slug) writes its per-sample predictions on ``split``."""
+        return os.path.join(self.out, "eval", name, f"{split}.jsonl")
+
+    def paired_tests(self) -> List[Dict[str, Any]]:
+        """Each compared model against the one before it in the table (SSA against no selection, MSA against SSA,
+        supervised against MSA), per split, by McNemar's exact test on their per-sample predictions."""
+        names = [name for name, _ in COMPARED.values()]
+        return [{"model": model, "baseline": baseline,
+                 **{split: paired_comparison(self.predictions_file(_slug(model), split),
+                                             self.predictions_file(_slug(baseline), split)) for split in SPLITS}}
+                for baseline, model in zip(names, names[1:])]
 
     def records(self, split: str) -> List[Any]:
         """The ground-truth records of a split of the world."""
@@ -439,7 +453,8 @@ class Demo:
             "ssa": {"h_star": ssa_result["h_star"], "candidates": ssa_result["candidates"]},
             "msa": {"order": msa_result["order"], "steps": msa_result.get("steps")},
             "tiny_clip": {"retrieval": clip_stats["retrieval"], "seconds": clip_stats["seconds"]},
-            "figures": figures, "seconds": round(time.perf_counter() - tic, 1)}
+            "paired_tests": self.paired_tests(), "figures": figures,
+            "seconds": round(time.perf_counter() - tic, 1)}
         write_json(os.path.join(self.out, "results.json"), results)
         markdown = results_markdown(results)
         atomic_write_text(os.path.join(self.out, "results.md"), markdown)
@@ -506,6 +521,31 @@ def on_object_rate(predictions_jsonl: str, scenes: Dict[str, Any]) -> float:
     return sum(hits) / len(hits)
 
 
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided p-value of McNemar's exact test: how likely a split of the discordant samples at least this uneven
+    is when two models are equally accurate (``only_a`` of ``only_a + only_b`` under Binomial(n, 1/2)); 1.0 when
+    no sample is discordant."""
+    n = only_a + only_b
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+
+
+def paired_comparison(model_predictions: str, baseline_predictions: str) -> Dict[str, Any]:
+    """Two models' ``eval.py --save_predictions`` files on the same samples: the samples only the model gets right
+    (IoU >= ACCURACY_IOU), those only the baseline gets right, and McNemar's exact p-value of that difference."""
+    hits = []
+    for path in (model_predictions, baseline_predictions):
+        with open(path, encoding="utf-8") as fh:
+            rows = [json.loads(line) for line in fh]
+        hits.append({row["index"]: row["iou"] >= ACCURACY_IOU for row in rows})
+    model_hits, baseline_hits = hits
+    if model_hits.keys() != baseline_hits.keys():
+        raise ValueError(f"{model_predictions} and {baseline_predictions} do not hold the same samples")
+    only_model = sum(hit and not baseline_hits[index] for index, hit in model_hits.items())
+    only_baseline = sum(hit and not model_hits[index] for index, hit in baseline_hits.items())
+    return {"only_model": only_model, "only_baseline": only_baseline,
+            "p_value": mcnemar_exact_p(only_model, only_baseline)}
+
+
 def results_markdown(results: Dict[str, Any]) -> str:
     """The demo's result table (accuracy@0.5 in %, mean IoU in brackets)."""
     lines = ["| model | train samples | " + " | ".join(SPLITS) + " |", "|---|---:|" + "---:|" * len(SPLITS)]
@@ -528,6 +568,13 @@ def results_markdown(results: Dict[str, Any]) -> str:
         lines += ["", title, "", "| model | " + " | ".join(SPLITS) + " |", "|---|" + "---:|" * len(SPLITS)]
         for name, scores in located.items():
             lines.append(f"| {name} | " + " | ".join(f"{100 * scores[s]['on_object']:.1f}" for s in SPLITS) + " |")
+    if results.get("paired_tests"):
+        lines += ["", "McNemar's exact test on the same samples: correct only for the model / only for the baseline "
+                  "(two-sided p):", "", "| model | baseline | " + " | ".join(SPLITS) + " |",
+                  "|---|---|" + "---:|" * len(SPLITS)]
+        for test in results["paired_tests"]:
+            cells = [f"{test[s]['only_model']} / {test[s]['only_baseline']} ({test[s]['p_value']:.3g})" for s in SPLITS]
+            lines.append(f"| {test['model']} | {test['baseline']} | " + " | ".join(cells) + " |")
     ssa = results["ssa"]
     notes = [f"SSA threshold h* = {ssa['h_star']:g}; MSA order: {', '.join(results['msa']['order'])}.",
              f"Accuracy@0.5 in %, mean IoU in brackets; seed {results['seed']}; {results['seconds']:.0f} s."]

@@ -36,13 +36,22 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
             assert score["accuracy"] - 1 / score["samples"] <= score["on_object"] <= 1.0
     assert on_disk["msa"]["order"] == ["template", "caption", "relation"]
     assert 0.0 <= on_disk["ssa"]["h_star"] <= 1.0
+    # each model against the one before it in the table on the same samples (McNemar's exact test): the discordant
+    # counts make up the accuracy difference (up to the same sample of slack per model as above)
+    assert [(t["model"], t["baseline"]) for t in on_disk["paired_tests"]] == list(zip(MODELS[1:], MODELS))
+    for test in on_disk["paired_tests"]:
+        for split in demo.SPLITS:
+            model, baseline = on_disk["results"][test["model"]][split], on_disk["results"][test["baseline"]][split]
+            difference = (model["accuracy"] - baseline["accuracy"]) * model["samples"]
+            assert abs(test[split]["only_model"] - test[split]["only_baseline"] - difference) <= 2 + 1e-6
+            assert 0.0 < test[split]["p_value"] <= 1.0
     for figure in on_disk["figures"]:
         assert (out / figure).stat().st_size > 0
     assert {os.path.basename(f) for f in on_disk["figures"]} == {"ssa_template_reliability.png",
                                                                   "msa_reliability_matrix.png"}
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in MODELS) and "by expression kind" in table
-    assert "predicted box on some object" in table
+    assert "predicted box on some object" in table and "McNemar's exact test" in table
     assert table in capsys.readouterr().out
 
     # the tiny CLIP is an OpenAI-format file every run loaded through --model PATH
@@ -61,7 +70,7 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
     checkpoint = out / "runs" / "baseline_all_template" / "output" / "best_checkpoint.pth"
     before = checkpoint.stat().st_mtime_ns
     again = demo.main(["--output_dir", str(out), "--preset", "quick"])
-    assert again["results"] == results["results"]
+    assert again["results"] == results["results"] and again["paired_tests"] == results["paired_tests"]
     assert checkpoint.stat().st_mtime_ns == before
     assert "pseudo labels: cached" in capsys.readouterr().out
 
