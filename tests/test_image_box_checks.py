@@ -1,21 +1,24 @@
 """Unreadable images and boxes outside their image: the checker reports them, training skips out-of-image boxes with
 a count, evaluation refuses them naming the sample, a truncated image stops a run with one line (DataLoader workers
 included), and the relation generator clips or drops boxes beyond the image as the template generator does."""
+import io
 import json
 import os
 from collections import Counter
 
 import pytest
-from PIL import ImageFile
+import torch
+from PIL import Image, ImageFile
 
 from datasets import build_dataset, canvas_to_original
 from datasets.check import check_dataset, main as check_main
 from datasets.grounding import BoxOutsideImageError, ImageLoadError
 from datasets.loader import build_loader
 from datasets.records import IMAGE_DIRS
-from pseudo_label_generation_module import relation
+from pseudo_label_generation_module import caption, relation
+from pseudo_label_generation_module.inputs import Detection, ImageDetections, Triplet
+from pseudo_label_generation_module.lexicon import Lexicon
 from pseudo_label_generation_module.relation import RelationConfig, image_relations
-from pseudo_label_generation_module.inputs import Triplet
 from test_data import ROWS, make_args, make_dataset, sample, write_split
 from utils.box_ops import box_placement, cxcywh_to_xyxy
 
@@ -23,9 +26,13 @@ OUTSIDE = ("a.jpg", (500, 500, 550, 550), "far away")  # the issue's [500, 500, 
 STICKS_OUT = ("b.png", (40, 30, 100, 90), "partly out")  # 80x60 image: clipped to (40, 30, 80, 60)
 
 
-def truncate(path, fraction=0.37):
-    with open(path, "rb") as fh:
-        data = fh.read()
+def truncated_jpeg(path, fraction=0.37):
+    """Replace ``path`` by an 80x60 noise JPEG (about 9 KB: headers intact, so PIL opens and ``verify()``s it) cut to
+    ``fraction`` of its bytes."""
+    pixels = torch.randint(0, 256, (60, 80, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    buf = io.BytesIO()
+    Image.fromarray(pixels.numpy()).save(buf, format="JPEG", quality=95)
+    data = buf.getvalue()
     with open(path, "wb") as fh:
         fh.write(data[:int(len(data) * fraction)])
 
@@ -45,7 +52,9 @@ def test_box_placement_rule():
 
 def test_checker_decodes_images_fully_and_reports_a_truncated_jpeg(tmp_path, monkeypatch, capsys):
     data_root, split_root = make_dataset(tmp_path, "unc", {"val": ROWS})
-    truncate(os.path.join(data_root, IMAGE_DIRS["unc"], "a.jpg"))
+    truncated_jpeg(os.path.join(data_root, IMAGE_DIRS["unc"], "a.jpg"))
+    with Image.open(os.path.join(data_root, IMAGE_DIRS["unc"], "a.jpg")) as img:
+        img.verify()  # what the checker used to rely on: it does not notice
     # Even where another library turned PIL's lenient decoding on, the checker decodes strictly.
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     report = check_dataset("unc", data_root, split_root, verify_images=True)
@@ -61,14 +70,14 @@ def test_checker_decodes_images_fully_and_reports_a_truncated_jpeg(tmp_path, mon
 @pytest.mark.parametrize("workers", [0, 1])
 def test_truncated_image_during_a_run_is_one_line_with_file_and_sample(tmp_path, workers):
     data_root, _ = make_dataset(tmp_path, "unc", {"val": ROWS})
-    truncate(os.path.join(data_root, IMAGE_DIRS["unc"], "b.png"))
+    truncated_jpeg(os.path.join(data_root, IMAGE_DIRS["unc"], "a.jpg"))
     args = make_args(tmp_path, "unc", "--batch_size", "2", "--num_workers", str(workers), "--device", "cpu",
                      script="eval")
     loader = build_loader(build_dataset("val", args, train=False), args, train=False)
     with pytest.raises(ImageLoadError) as info:
         list(loader)
     message = one_line(str(info.value))
-    assert message.startswith("sample 1: cannot read image ") and "b.png" in message
+    assert message.startswith("sample 0: cannot read image ") and "a.jpg: image file is truncated" in message
 
 
 def test_checker_reports_boxes_outside_and_warns_about_clipped_ones(tmp_path, capsys):
@@ -135,3 +144,14 @@ def test_relation_generator_clips_or_drops_boxes_beyond_the_image(tmp_path):
     counts = relation.main(["--scene_graphs", str(tmp_path / "sg.json"), "--detections", str(tmp_path / "det.json"),
                             "--dataset", "unc", "--output", str(tmp_path / "r.pth")])
     assert counts["samples"] == 0 and counts["outside_image"] == 1
+
+
+def test_caption_generator_grounds_on_boxes_clipped_to_the_image():
+    """Caption subjects come from the template's prepared objects: clipped to the image, gone when wholly beyond."""
+    detections = [ImageDetections("a.jpg", 64.0, 64.0, [Detection((40.0, -5.0, 90.0, 30.0), "dog", 0.9),
+                                                        Detection((900.0, 900.0, 1000.0, 1000.0), "cat", 0.9)])]
+    samples, counts = caption.generate({"a.jpg": ["a dog on the grass", "a cat"]}, detections, {}, "referit",
+                                       Lexicon(["dog", "cat"]))
+    assert samples == [("a.jpg", "useless placeholder", [40.0, 0.0, 64.0, 30.0], "a dog on the grass",
+                        "useless placeholder")]
+    assert counts["dropped_unmatched"] == 1
