@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -198,3 +199,21 @@ def test_pseudo_label_output_unwritable_fails_before_work(tmp_path, monkeypatch,
     with pytest.raises(InputError, match="--stats .*: is a folder"):
         module.main([*inputs, str(tmp_path / "in.json"), "--dataset", "unc", "--output", str(tmp_path / "o.pth"),
                      "--stats", str(tmp_path)])
+
+
+# ---------------------------------------------------------------- boxes outside the image, in a training run
+
+def test_training_run_skips_a_box_outside_its_image_and_prints_the_count(world, tmp_path, capsys):
+    splits = tmp_path / "splits"
+    shutil.copytree(world["splits"], splits)
+    path = splits / "synthetic" / "synthetic_train_pseudo.pth"
+    samples = torch.load(path, weights_only=True)
+    image, extra, _, query, extra2 = samples[3]
+    samples[3] = (image, extra, [500.0, 500.0, 50.0, 50.0], query, extra2)  # the box, on a 64 px image
+    torch.save(samples, path)
+    argv = common_args(world, tmp_path / "run", *RUN)
+    argv[argv.index("--split_root") + 1] = str(splits)
+    summary = train_clip_vg.main(argv)
+    assert summary["last_epoch_stats"]["epoch"] == 0
+    assert "train_pseudo: skipped 1 sample(s) whose box lies outside its image (first: sample 3" in \
+        capsys.readouterr().out
