@@ -15,8 +15,9 @@ from datasets import build_dataset
 from datasets.loader import build_loader
 from models import build_model_from_checkpoint, describe_parameters
 from utils.checkpoint import load_checkpoint, load_model_state
-from utils.io import write_jsonl
-from utils.misc import get_rank, is_main_process, seed_everything
+from utils.errors import InputError
+from utils.io import check_writable_file, write_jsonl
+from utils.misc import broadcast_object, get_rank, is_main_process, seed_everything
 from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
                              resolve_checkpoint_path, run_cli, run_distributed)
 
@@ -28,6 +29,16 @@ def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
         raise SystemExit("--eval_model is required: the checkpoint to evaluate")
     checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
     prepare_output_dir(args.output_dir)
+    if args.save_predictions:
+        error = None
+        if is_main_process():  # the rank that writes it checks it; every rank stops
+            try:
+                check_writable_file(args.save_predictions, "--save_predictions")
+            except InputError as exc:
+                error = str(exc)
+        error = broadcast_object(error)
+        if error:
+            raise InputError(error)
     ckpt = load_checkpoint(checkpoint_path)
     adopt_checkpoint_settings(args, ckpt)
     dataset = build_dataset(args.eval_set, args, train=False)

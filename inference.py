@@ -24,7 +24,7 @@ from models import build_model_from_checkpoint
 from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
 from utils.checkpoint import load_checkpoint, load_model_state
-from utils.io import atomic_write_bytes
+from utils.io import atomic_write_bytes, check_writable_file
 from utils.misc import resolve_device
 from utils.run_setup import adopt_checkpoint_settings, run_cli
 
@@ -43,6 +43,7 @@ def _check_out(path: Optional[str], flag: str) -> None:
             image_format(path)
         except ValueError as exc:
             raise SystemExit(f"{flag} {exc}") from None
+        check_writable_file(path, flag)
 
 
 def load_items(args: argparse.Namespace) -> List[Dict[str, str]]:

@@ -1,12 +1,19 @@
 """Train CLIP-VG (unsupervised on ``train_pseudo`` or fully supervised on ``train`` with ``--sup_type full``).
 
 Runs as a plain process (``python train_clip_vg.py ...``) or under torchrun / torch.distributed.launch / SLURM.
+
+A run is never lost: an ``--output_dir`` that holds one (``checkpoint.pth``, ``best_checkpoint.pth``,
+``result.json``, or a ``log.txt`` with epoch lines) is refused before any work unless the run continues it
+(``--resume auto``, or ``--resume`` of that folder's ``checkpoint.pth``) or ``--overwrite`` deletes it on purpose.
+``--resume`` of a checkpoint that already holds ``--epochs`` epochs (or more) trains nothing: it says so in one line
+and returns the run's existing ``result.json`` (exit status 0), so rerunning a finished command is harmless.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -18,8 +25,10 @@ from datasets.loader import build_loader
 from models import build_model, build_model_from_checkpoint, count_parameters, describe_parameters
 from utils.checkpoint import (convert_official_optimizer_state, convert_official_scheduler_state, load_checkpoint,
                               load_model_state, save_checkpoint)
-from utils.io import write_json
-from utils.misc import barrier, get_rank, is_main_process, seed_everything, set_deterministic
+from utils.errors import InputError, UsageError
+from utils.io import remove_stale_temporaries, write_json
+from utils.misc import (all_gather_object, barrier, broadcast_object, get_rank, is_main_process, seed_everything,
+                        set_deterministic)
 from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, checkpoint_args,
                              prepare_output_dir, resolve_checkpoint_path, run_cli, run_distributed)
 
@@ -83,14 +92,98 @@ def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimiz
         scheduler.load_state_dict(scheduler_state_for(ckpt["lr_scheduler"], optimizer, scheduler, where))
 
 
+RUN_FILES = ("checkpoint.pth", "best_checkpoint.pth", "result.json", "log.txt")
+"""The files of a run in its ``--output_dir`` (``tensorboard/`` besides); the first three are written atomically."""
+
+
+def logged_epochs(log_path: str) -> List[Dict[str, Any]]:
+    """The per-epoch JSON lines of a ``log.txt`` (its first line, the arguments, is not one); [] without a file."""
+    if not os.path.isfile(log_path):
+        return []
+    rows = []
+    with open(log_path) as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "epoch" in row:
+                rows.append(row)
+    return rows
+
+
+def files_of_a_run(out_dir: str) -> List[str]:
+    """The names of the run files ``out_dir`` holds (a ``log.txt`` counts once it has an epoch line)."""
+    return [name for name in RUN_FILES
+            if (logged_epochs(os.path.join(out_dir, name)) if name == "log.txt"
+                else os.path.exists(os.path.join(out_dir, name)))]
+
+
+def claim_output_dir(out_dir: str, asked: str, resume: str, overwrite: bool) -> None:
+    """Refuse, before any work, to start a run in a folder that holds another one (rank 0 decides, every rank
+    raises ``InputError``): only the folder's own run may go on there (``resume``, what ``--resume asked`` resolved
+    to, is its ``checkpoint.pth``), or ``overwrite`` deletes the earlier run first. Also removes the temporary files
+    that interrupted writes left in the folder."""
+    error = None
+    if is_main_process():
+        for path in remove_stale_temporaries(out_dir, RUN_FILES):
+            print(f"| removed {path}, left by an interrupted write")
+        held = files_of_a_run(out_dir)
+        continues_own_run = bool(resume) and os.path.abspath(resume) == os.path.join(out_dir, "checkpoint.pth")
+        if held and overwrite:
+            for name in held:
+                os.remove(os.path.join(out_dir, name))
+            shutil.rmtree(os.path.join(out_dir, "tensorboard"), ignore_errors=True)
+            print(f"| --overwrite: deleted the earlier run in {out_dir} ({', '.join(held)}, tensorboard/)")
+        elif held and not continues_own_run:
+            how = ("it has no checkpoint.pth to continue from: start over with --overwrite instead of --resume auto"
+                   if asked == "auto" else "continue it with --resume auto, start over with --overwrite")
+            error = (f"--output_dir {out_dir} already holds a run ({', '.join(held)}): {how} (deletes it), or give "
+                     "another --output_dir")
+    error = broadcast_object(error)
+    if error:
+        raise InputError(error)
+
+
+def finished_run_summary(out_dir: str, resume: str, trained: int, args: argparse.Namespace, best_accu: float,
+                         best_epoch: int) -> Dict[str, Any]:
+    """What ``--resume`` of a checkpoint that already holds ``--epochs`` epochs returns: the run's ``result.json``
+    (written from ``log.txt`` when an interruption left it missing), after one line saying nothing was trained."""
+    print(f"| --resume {resume}: the run has already trained {trained} epochs, --epochs is {args.epochs}: nothing "
+          "to train (give a larger --epochs to train on)")
+    path = os.path.join(out_dir, "result.json")
+    if os.path.isfile(path):
+        with open(path) as fh:
+            return json.load(fh)
+    logged = logged_epochs(os.path.join(out_dir, "log.txt"))
+    summary = {"best_val_accu": best_accu, "best_epoch": best_epoch, "epochs": args.epochs,
+               "last_epoch_stats": logged[-1] if logged else {}, "output_dir": out_dir}
+    if is_main_process():
+        write_json(path, summary)
+    return summary
+
+
+def report_skipped_samples(dataset: Any, split: str) -> None:
+    """One line (rank 0) with the training samples skipped so far at item time over every rank: their box lies
+    outside their image."""
+    skipped = sorted({i for part in all_gather_object(dataset.samples_outside_image()) for i in part})
+    if skipped and is_main_process():
+        print(f"| {split}: skipped {len(skipped)} sample(s) whose box lies outside its image (first: sample "
+              f"{skipped[0]}; `python -m datasets.check` lists them)")
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Train per ``args``; returns the summary that is also written to ``result.json``."""
     device = args.device
+    if args.overwrite and (args.resume or args.eval):
+        raise UsageError("--overwrite starts a new run and --resume continues one: give only one of them")
     out_dir = prepare_output_dir(args.output_dir)
     resume = resolve_checkpoint_path(args.resume, out_dir, "--resume")
     retrain = resolve_checkpoint_path(args.retrain, out_dir, "--retrain")
     if args.eval and not resume:
         raise SystemExit("--eval validates the --resume checkpoint: give --resume PATH")
+    if not args.eval:
+        claim_output_dir(out_dir, args.resume, resume, args.overwrite)
 
     ckpt = load_checkpoint(resume or retrain) if (resume or retrain) else None
     if ckpt is not None:
@@ -142,6 +235,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         start_epoch = int(ckpt.get("epoch", -1)) + 1
         best_accu = float(ckpt.get("best_accu", ckpt.get("val_accu", 0.0)) or 0.0)
         best_epoch = int(ckpt.get("best_epoch", ckpt.get("epoch", -1)))
+        if start_epoch >= args.epochs:
+            return finished_run_summary(out_dir, resume, start_epoch, args, best_accu, best_epoch)
         print(f"| resumed from {resume}: continuing at epoch {start_epoch}, best val accuracy {best_accu:.4f}")
     del ckpt
     log_path = os.path.join(out_dir, "log.txt")
@@ -164,6 +259,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
             step_scheduler=scheduler if args.lr_per_step else None)
         if not args.lr_per_step:
             scheduler.step()
+        report_skipped_samples(dataset_train, train_split)
         steps_since_val += train_stats.steps
         if steps_since_val < args.val_interval_steps and epoch < args.epochs - 1:
             continue

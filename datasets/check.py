@@ -2,39 +2,63 @@
 
 Walks every split of the dataset (a composed ``trainval`` is checked through ``train`` and ``val`` unless asked
 for by name), and reports per split: samples, distinct images, missing images, bad samples and queries longer
-than ``--max_query_len`` tokens (truncated in training, so a warning, not a problem). Images are only checked
-for existence unless ``--verify_images`` (then each is opened and verified with PIL). Prints a table and exits
-1 when anything is wrong (missing or unreadable split files that were asked for, missing or unreadable images,
-bad samples, no split file at all), 0 otherwise. ``check_dataset`` returns the same report as a dict.
+than ``--max_query_len`` tokens (truncated in training, so a warning, not a problem). Every present image's header
+is read for its size (one whose header cannot be read is a warning; ``--verify_images`` makes it a problem),
+and each box is placed on its image by the rule of ``utils.box_ops``: a box with nothing left
+inside the image after clipping is *outside* (a problem: training skips such samples, evaluation refuses them); one
+that only sticks out is *clipped* (a warning: it is used clipped to the image). ``--verify_images`` also decodes
+every image fully, which finds truncated and corrupt files (PIL's ``verify()`` alone does not decode). Prints a
+table and exits 1 when anything is wrong (missing or unreadable split files that were asked for, missing or
+unreadable images, bad samples, boxes outside their image, no split file at all), 0 otherwise. ``check_dataset``
+returns the same report as a dict.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from datasets.grounding import apply_prompt, check_prompt, missing_images, tokenize_queries
 from datasets.records import (DATASETS, check_dataset_name, check_split_name, existing_splits, image_dir,
                               load_split_file, parse_records, split_paths)
 from utils.args import get_args_parser
+from utils.box_ops import box_placement
 
 EXAMPLES = 5
 """How many missing images / bad samples / unreadable images each split lists."""
 
 
-def _unreadable_images(names: Sequence[str], folder: str) -> List[str]:
-    bad = []
-    for name in names:
-        try:
-            with Image.open(os.path.join(folder, name)) as img:
-                img.verify()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            bad.append(f"{name}: {e}")
-    return bad
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """PIL raises on a truncated image while inside (``ImageFile.LOAD_TRUNCATED_IMAGES`` off, as it is by default,
+    whatever another library may have set); the setting is restored after."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _image_sizes(names: Sequence[str], folder: str, decode: bool) -> Tuple[Dict[str, Tuple[int, int]], List[str]]:
+    """``(width, height)`` of each image (read from its header, or by decoding it fully with ``decode``), and the
+    ``"name: reason"`` of those that cannot be read."""
+    sizes, bad = {}, []
+    with _strict_decoding():
+        for name in names:
+            try:
+                with Image.open(os.path.join(folder, name)) as img:
+                    if decode:
+                        img.load()
+                    sizes[name] = img.size
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                bad.append(f"{name}: {e}")
+    return sizes, bad
 
 
 def _check_split(dataset: str, split: str, split_root: str, folder: str, verify_images: bool,
@@ -61,12 +85,25 @@ def _check_split(dataset: str, split: str, split_root: str, folder: str, verify_
                missing_examples=[f"{name} (sample {index})" for index, name in missing[:EXAMPLES]],
                bad_samples=len(bad), bad_examples=[str(e) for e in bad[:EXAMPLES]],
                long_queries=len(long), first_long_query=records[long[0]].index if long else None)
+    absent_names = {name for _, name in missing}
+    sizes, unreadable = _image_sizes([n for n in distinct if n not in absent_names], folder, verify_images)
     if verify_images:
-        absent_names = {name for _, name in missing}
-        unreadable = _unreadable_images([n for n in distinct if n not in absent_names], folder)
         row.update(unreadable_images=len(unreadable), unreadable_examples=unreadable[:EXAMPLES])
         if unreadable:
             row["problems"].append(f"{len(unreadable)} unreadable image(s), first: {unreadable[0]}")
+    else:
+        row.update(unsized_images=len(unreadable), unsized_examples=unreadable[:EXAMPLES])
+    placed: Dict[str, List[str]] = {"outside": [], "clipped": []}
+    for r in records:
+        if r.image in sizes:
+            where = box_placement(r.box_xyxy, *sizes[r.image])
+            if where in placed:
+                placed[where].append(f"sample {r.index}: box {list(r.box_xyxy)} (x1, y1, x2, y2) on the "
+                                     f"{sizes[r.image][0]}x{sizes[r.image][1]} image {r.image}")
+    row.update(boxes_outside=len(placed["outside"]), outside_examples=placed["outside"][:EXAMPLES],
+               boxes_clipped=len(placed["clipped"]), clipped_examples=placed["clipped"][:EXAMPLES])
+    if placed["outside"]:
+        row["problems"].append(f"{len(placed['outside'])} box(es) outside their image, first: {placed['outside'][0]}")
     if missing:
         row["problems"].append(f"{len(missing)} missing image(s), first: {row['missing_examples'][0]}")
     if bad:
@@ -122,6 +159,14 @@ def format_report(report: Dict[str, Any]) -> str:
         lines += [f"  {split}: missing image {m}" for m in row.get("missing_examples", [])]
         lines += [f"  {split}: bad {b}" for b in row.get("bad_examples", [])]
         lines += [f"  {split}: unreadable image {u}" for u in row.get("unreadable_examples", [])]
+        lines += [f"  {split}: box outside its image: {b}" for b in row.get("outside_examples", [])]
+        if row.get("unsized_images"):
+            lines.append(f"  {split}: warning: {row['unsized_images']} image(s) whose size could not be read, so "
+                         f"their boxes are not checked (first: {row['unsized_examples'][0]}); --verify_images "
+                         "checks them")
+        if row.get("boxes_clipped"):
+            lines.append(f"  {split}: warning: {row['boxes_clipped']} box(es) stick out of their image and are used "
+                         f"clipped to it (first: {row['clipped_examples'][0]})")
         if row.get("long_queries"):
             lines.append(f"  {split}: warning: {row['long_queries']} queries truncated to the token limit "
                          f"(first: sample {row['first_long_query']})")
@@ -140,7 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data_root", default=shared.get_default("data_root"))
     p.add_argument("--split_root", default=shared.get_default("split_root"))
     p.add_argument("--splits", default=None, help="comma-separated splits to check (default: all)")
-    p.add_argument("--verify_images", action="store_true", help="open and verify every image with PIL")
+    p.add_argument("--verify_images", action="store_true",
+                   help="decode every image fully (finds truncated or corrupt files; slower)")
     p.add_argument("--max_query_len", type=int, default=shared.get_default("max_query_len"))
     p.add_argument("--prompt", default=None, help="the --prompt template used in training (for query lengths)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")

@@ -9,6 +9,14 @@ Items are dicts that ``torch.utils.data.default_collate`` batches::
 
     img (3, S, S) float32 | img_mask (S, S) bool, True = padding | text (Lq,) int64, 0 = padding
     box (4,) float32 (cx, cy, w, h) / S | index int, position in the split file | transform (4,) float32
+
+Boxes and images are checked when an item is built (the image is opened then anyway; reading every image's size at
+construction would be slow for large data sets), by the rule of ``utils.box_ops``: a box that sticks out of its
+image is used clipped to it; a box with nothing left inside the image is unusable. Training (``skip_bad``) skips
+such a sample: its place in the batch goes to the next usable sample of the split, and ``samples_outside_image``
+lists the skipped ones; evaluation refuses it with ``BoxOutsideImageError`` naming the sample. An image that cannot
+be read raises ``ImageLoadError`` naming the file and the sample. Both keep their one-line message when raised in a
+DataLoader worker.
 """
 from __future__ import annotations
 
@@ -26,12 +34,37 @@ from torch.utils.data import Dataset
 from datasets.records import (BadSampleError, GroundingRecord, check_split_name, image_dir, load_split,
                               parse_records, split_paths)
 from datasets.transforms import Canvas, EvalTransform, Transformed, TrainTransform
+from utils.box_ops import box_placement, clip_xyxy
+from utils.errors import InputError
 
 PROMPT_PLACEHOLDER = "{pseudo_query}"
 
 
-class ImageLoadError(OSError):
+def _original_message(message: str, cls: type) -> str:
+    """The message an error of class ``cls`` was raised with, also when a DataLoader worker raised it: the loader
+    re-raises it in the main process as ``cls("Caught <name> in DataLoader worker process N.\nOriginal Traceback
+    ...")``, whose last line is ``<module>.<name>: <message>``."""
+    if not message.startswith("Caught ") or "\nOriginal Traceback" not in message:
+        return message
+    last = message.rstrip().rsplit("\n", 1)[-1]
+    prefix = f"{cls.__module__}.{cls.__qualname__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
+class SampleError(InputError):
+    """A sample that cannot be used, found when its item is built; the one-line message names the sample (and
+    survives a DataLoader worker: see ``_original_message``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(_original_message(message, type(self)))
+
+
+class ImageLoadError(SampleError):
     """A sample's image is missing or cannot be decoded (the message names the file and the sample index)."""
+
+
+class BoxOutsideImageError(SampleError):
+    """A sample's box lies outside its image: nothing with an area is left after clipping it to the image."""
 
 
 def apply_prompt(query: str, prompt: Optional[str]) -> str:
@@ -131,7 +164,7 @@ class GroundingDataset(Dataset):
         check_split_name(dataset, split)
         check_prompt(prompt)
         self.dataset, self.split, self.transform = dataset, split, transform
-        self.seed = seed
+        self.seed, self.skip_bad = seed, skip_bad
         # Shared with DataLoader workers (persistent ones too), so set_epoch reaches them.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.image_dir = image_dir(data_root, dataset)
@@ -151,6 +184,8 @@ class GroundingDataset(Dataset):
             print(f"| {dataset} {split}: skipped {len(bad)} bad sample(s) of {files} (first: {bad[0]})")
         self.records: List[GroundingRecord] = records
         self.records_by_index: Dict[int, GroundingRecord] = {r.index: r for r in records}
+        # Positions whose box was found outside its image (training skips them); shared with DataLoader workers.
+        self._outside = torch.zeros(len(records), dtype=torch.bool).share_memory_()
         self._check_images(data_root, split_root)
         self.texts = [apply_prompt(r.query, prompt) for r in records]
         self._tokens, self._rows, long = tokenize_queries(self.texts, max_query_len)
@@ -194,13 +229,28 @@ class GroundingDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def samples_outside_image(self) -> List[int]:
+        """Split indices of the samples skipped so far (in this process and its workers): box outside the image."""
+        return [self.records[j].index for j in torch.nonzero(self._outside).flatten().tolist()]
+
+    def usable_box(self, record: GroundingRecord, width: int, height: int) -> torch.Tensor:
+        """``record``'s box clipped to its ``width`` x ``height`` image; ``BoxOutsideImageError`` when nothing with
+        an area is left (``utils.box_ops.box_placement``)."""
+        if box_placement(record.box_xyxy, width, height) == "outside":
+            raise BoxOutsideImageError(
+                f"{self.dataset} {self.split} sample {record.index}: box {list(record.box_xyxy)} (x1, y1, x2, y2) lies "
+                f"outside its {width}x{height} image {self.image_path(record)}")
+        return torch.tensor(clip_xyxy(record.box_xyxy, width, height), dtype=torch.float32)
+
     def transformed(self, record: GroundingRecord, text: str) -> Transformed:
         """The transform's output for ``record``; on the shared canvas of its image with cached canvases."""
-        box = torch.tensor(record.box_xyxy, dtype=torch.float32)
         if not self._canvases:
+            image = self.load_image(record)
+            box = self.usable_box(record, *image.size)
             rng = self.augmentation_rng(record.index) if self.transform.random else None
-            return self.transform(self.load_image(record), box, text, rng)
-        return shared_canvas(self.image_path(record), self.transform, record.index).place(box)
+            return self.transform(image, box, text, rng)
+        canvas = shared_canvas(self.image_path(record), self.transform, record.index)
+        return canvas.place(self.usable_box(record, *canvas.image_size))
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
         if self._item_cache is None:
@@ -211,6 +261,22 @@ class GroundingDataset(Dataset):
         return dict(item)
 
     def _item(self, i: int) -> Dict[str, Any]:
+        """The item of position ``i``; when training skips its sample (box outside the image), that of the next
+        usable position."""
+        for k in range(len(self.records)):
+            j = (i + k) % len(self.records)
+            if self._outside[j]:
+                continue
+            try:
+                return self._build_item(j)
+            except BoxOutsideImageError:
+                if not self.skip_bad:
+                    raise
+                self._outside[j] = True
+        raise InputError(f"{self.dataset} {self.split}: every sample's box lies outside its image; "
+                         "`python -m datasets.check` lists them")
+
+    def _build_item(self, i: int) -> Dict[str, Any]:
         record = self.records[i]
         out = self.transformed(record, self.texts[i])
         return {

@@ -96,6 +96,8 @@ class Canvas:
     offset: torch.Tensor
     """(4,) float32 ``[pad_x, pad_y, pad_x, pad_y]``: where the resized image sits on the canvas."""
     imsize: int
+    image_size: Tuple[int, int]
+    """(width, height) of the original image."""
 
     def place(self, box_xyxy: torch.Tensor) -> Transformed:
         """The transformed sample of ``box_xyxy`` (original-image pixels) on this canvas: the same values, bit for
@@ -112,7 +114,7 @@ def resize_and_pad(img: Image.Image, imsize: int) -> Canvas:
     sample.resize(imsize, long_side=True)
     out = sample.normalize_and_pad(imsize, None)
     return Canvas(img=out.img, mask=out.mask, transform=out.transform, ratio=sample.scale,
-                  offset=out.transform[[1, 2, 1, 2]], imsize=imsize)
+                  offset=out.transform[[1, 2, 1, 2]], imsize=imsize, image_size=img.size)
 
 
 class _Sample:

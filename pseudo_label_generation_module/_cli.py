@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Sequence, Tuple, Type, TypeVar
 
-from utils.io import write_json
+from utils.io import check_writable_file, write_json
 from pseudo_label_generation_module.inputs import load_synonyms
 from pseudo_label_generation_module.lexicon import Lexicon
 from pseudo_label_generation_module.samples import DATASETS, save_samples
@@ -57,6 +57,13 @@ def stats_path(args: argparse.Namespace) -> str:
         return args.stats
     root, ext = os.path.splitext(args.output)
     return (root if ext == ".pth" else args.output) + "_stats.json"
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Prove ``--output`` and the statistics file can be written, before any work (``InputError`` naming the
+    flag and the path)."""
+    check_writable_file(args.output, "--output")
+    check_writable_file(stats_path(args), "--stats" if args.stats else "--stats (from --output)")
 
 
 def lexicon_from_args(args: argparse.Namespace, classes: Sequence[str]) -> Lexicon:

@@ -213,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     args = build_parser().parse_args(argv)
+    _cli.check_outputs(args)
     detections = load_detections(args.detections)
     classes = class_names(detections)
     lexicon = _cli.lexicon_from_args(args, classes)

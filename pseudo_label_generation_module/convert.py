@@ -30,7 +30,7 @@ import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from pseudo_label_generation_module._io import read_json, run_cli
-from utils.io import write_json
+from utils.io import check_writable_file, write_json
 from pseudo_label_generation_module.inputs import InputFormatError
 
 
@@ -256,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> str:
     args = build_parser().parse_args(argv)
+    check_writable_file(args.output, "--output")
     if args.format == "coco-detections":
         data = coco_detections(args.results, args.annotations, args.min_score)
     elif args.format == "vg-attributes":

@@ -9,6 +9,8 @@ from typing import List, Sequence, Tuple
 import torch
 from torchvision.ops import box_iou
 
+from utils.box_ops import clip_xyxy as clip  # noqa: F401  (the rules' name for it: the box clipped to the image)
+
 Box = Tuple[float, float, float, float]
 
 
@@ -44,9 +46,3 @@ def inside_fraction(inner: Box, outer: Box) -> float:
 def center(box: Box) -> Tuple[float, float]:
     """Centre ``(cx, cy)`` of a box."""
     return (box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0
-
-
-def clip(box: Box, width: float, height: float) -> Box:
-    """The box clipped to the image ``[0, width] x [0, height]``."""
-    return (float(min(max(box[0], 0.0), width)), float(min(max(box[1], 0.0), height)),
-            float(min(max(box[2], 0.0), width)), float(min(max(box[3], 0.0), height)))

@@ -19,6 +19,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.samples import DATASETS, check_dataset, load_samples, save_samples
+from utils.io import check_writable_file
 
 _THRESHOLD_SUFFIX = re.compile(r"(?:_\d+)+$")
 
@@ -106,6 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         if not args.output:
             raise SystemExit("error: --output is required with --inputs")
         paths, output = args.inputs, args.output
+    check_writable_file(output, "--output")
     merged = merge_files(paths, args.dataset)
     for path in paths:
         print(f"merge: {path}")

@@ -18,7 +18,7 @@ import os
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from utils.io import write_json
+from utils.io import check_writable_file, write_json
 from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.geometry import Box, iou_matrix
 from pseudo_label_generation_module.inputs import class_names, load_detections, load_synonyms
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = build_parser().parse_args(argv)
+    if args.output:
+        check_writable_file(args.output, "--output")
     classes = sorted({c for path in args.detections for c in class_names(load_detections(path))})
     lexicon = Lexicon(classes, load_synonyms(args.synonyms) if args.synonyms else None)
     reference = reference_boxes(args.reference, args.dataset) if args.reference else None

@@ -410,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, int]:
     args = build_parser().parse_args(argv)
     config = _cli.config_from_args(args, TemplateConfig)
+    _cli.check_outputs(args)
     detections = load_detections(args.detections)
     attributes = load_attributes(args.attributes) if args.attributes else {}
     samples, counts = generate(detections, attributes, args.dataset, config, args.seed, progress=True)

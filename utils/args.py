@@ -135,6 +135,10 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--seed", default=13, type=int, help="base seed; each process uses seed + rank")
     g.add_argument("--resume", default="", help="checkpoint to continue from, or 'auto' (latest in --output_dir)")
     g.add_argument("--retrain", default="", help="initialise the model from this checkpoint, fresh optimizer")
+    g.add_argument("--overwrite", action="store_true",
+                   help="train script: start a new run in an --output_dir that already holds one, deleting its "
+                        "checkpoint.pth, best_checkpoint.pth, log.txt, result.json and tensorboard/ first (without "
+                        "it such a folder is refused: continue its run with --resume auto instead)")
     g.add_argument("--start_epoch", default=0, type=int)
     g.add_argument("--full_checkpoint", action="store_true",
                    help="write full checkpoints (CLIP tensors included) that the official code can load")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import uuid
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -12,6 +11,8 @@ import torch
 
 from datasets.grounding import PROMPT_PLACEHOLDER
 from utils.args import parse_args
+from utils.errors import InputError
+from utils.io import check_writable_dir
 from utils.misc import broadcast_object, cleanup_distributed, init_distributed_mode, is_main_process
 
 
@@ -24,13 +25,9 @@ def prepare_output_dir(path: str) -> str:
     error = None
     if is_main_process():
         try:
-            os.makedirs(path, exist_ok=True)
-            probe = os.path.join(path, f".write-test-{uuid.uuid4().hex}")
-            with open(probe, "w") as fh:
-                fh.write("ok")
-            os.remove(probe)
-        except OSError as exc:
-            error = f"--output_dir {path}: cannot write there ({exc.strerror or exc})"
+            check_writable_dir(path, "--output_dir")
+        except InputError as exc:
+            error = str(exc)
     error = broadcast_object(error)
     if error:
         raise SystemExit(error)
