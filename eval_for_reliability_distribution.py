@@ -2,9 +2,8 @@
 
 Reliability = IoU(measurer prediction, pseudo box). Writes under ``--output_dir``: the per-sample JSON lines
 (``{dataset}_{split}_reliability.jsonl``), the official-compatible subsets ``{dataset}_train_pseudo_refine_*.pth``
-and low-reliability lists, the 1000-bin histogram (JSON, PNG, TensorBoard), summary statistics, and report.md /
-report.html (in ``--report``, default ``--output_dir``): the least and most reliable pseudo labels drawn with the
-measurer's box, the curriculum's threshold shown.
+and low-reliability lists, the 1000-bin histogram (JSON, PNG, TensorBoard), summary statistics, and with
+``--report DIR`` report.md / report.html there: the least and most reliable pseudo labels with the measurer's box.
 Runs on any number of processes; every sample is scored exactly once, in split order.
 """
 from __future__ import annotations
@@ -33,7 +32,7 @@ def write_reliability_report(args: argparse.Namespace, rows: List[Dict[str, Any]
     stats = ("Reliability", ["samples", "mean", "median", "share >= 0.5", "zeros"],
              [[str(summary["n"]), f"{summary['mean']:.4f}", f"{quantiles['0.5']:.4f}",
                f"{100 * summary['share_at_least_0_5']:.2f}%", str(summary["count_zero"])]])
-    return write_report(args.report or args.output_dir,
+    return write_report(args.report,
                         f"{args.dataset} {args.eval_set}: reliability by {os.path.basename(args.eval_model)}",
                         [stats, *metric_tables(metrics)], [r["iou"] for r in rows], "reliability",
                         [(f"Least reliable {len(least)} pseudo labels (what the curriculum drops first)", least),
@@ -55,7 +54,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         summary = write_scoring_outputs(jsonl, samples, args.output_dir, args.dataset, args.eval_set,
                                         tb_writer=writer.writer)
         writer.close()
-        summary["report"] = write_reliability_report(args, rows, dataset, summary)["html"]
+        if args.report:
+            summary["report"] = write_reliability_report(args, rows, dataset, summary)["html"]
         print(json.dumps({"reliability_file": jsonl, **summary, "eval_seconds": round(result.seconds, 3),
                           "eval_samples_per_s": round(result.samples_per_s, 3)}, default=str))
     barrier()

@@ -113,7 +113,8 @@ def test_eval_report_is_the_same_on_one_and_two_processes(world, tmp_path):
 
 
 def test_reliability_script_shows_least_and_most_reliable_labels(world, tmp_path):
-    summary = reliability_script.main(common_args(world, tmp_path / "rel", "--eval_model", world["ckpt"]))
+    summary = reliability_script.main(common_args(world, tmp_path / "rel", "--eval_model", world["ckpt"],
+                                                  "--report", str(tmp_path / "rel")))
     assert summary["report"] == str(tmp_path / "rel" / "report.html")
     report = json.load(open(tmp_path / "rel" / "report.json"))
     least = report["galleries"]["Least reliable 8 pseudo labels (what the curriculum drops first)"]

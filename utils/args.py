@@ -156,8 +156,8 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
                    help="eval: write one JSON line per sample (index, image, query, target_xyxy, pred_xyxy, iou)")
     g.add_argument("--report", default="",
                    help="eval: write report.md and a self-contained report.html (metric tables, IoU histogram, "
-                        "worst and best predictions) into this folder; reliability script: the least and most "
-                        "reliable pseudo labels (default there: --output_dir)")
+                        "worst and best predictions) into this folder; reliability script: the same for the least and "
+                        "most reliable pseudo labels")
 
     g = p.add_argument_group("inference (inference.py)")
     g.add_argument("--image", default="", help="image file to ground --query in")

@@ -54,7 +54,7 @@ def words(query: str) -> List[str]:
 def length_bucket(query: str) -> str:
     """The length bucket ("1-2", "3-4", "5-7" or "8+") of the expression's word count."""
     n = len(words(query))
-    for name, low, high in LENGTH_BUCKETS:
+    for name, _, high in LENGTH_BUCKETS:
         if high is None or n <= high:
             return name
     raise AssertionError("unreachable: the last bucket is open")
@@ -157,7 +157,9 @@ def histogram_png(values: Sequence[float], label: str, bins: int = 20) -> bytes:
 
 def metric_tables(metrics: Dict[str, Any]) -> List[Tuple[str, List[str], List[List[str]]]]:
     """``grounding_metrics``' numbers as (title, header, rows) tables, accuracies in percent."""
-    pct = lambda v: f"{100 * v:.2f}"  # noqa: E731
+    def pct(value: float) -> str:
+        return f"{100 * value:.2f}"
+
     overall = [[str(metrics["samples"]), *[pct(metrics[f"accuracy@{t:g}"]) for t in THRESHOLDS],
                 pct(metrics["miou"])]]
     length = [[name, str(g["samples"]), pct(g["accuracy@0.5"])] for name, g in metrics["by_length"].items()]
