@@ -124,3 +124,11 @@ def test_bad_input_gives_a_message_on_the_page(served, browser, tmp_path, query,
 def test_no_model_says_how_to_get_one(tmp_path):
     with pytest.raises(InputError, match=r"no model: .*msa_result.json does not exist \(run `python demo.py`"):
         app.main(["--demo_dir", str(tmp_path / "nothing")])
+
+
+def test_help_names_the_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--eval_model", "--host", "--port", "--device", "--max_pixels"))
