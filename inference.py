@@ -133,7 +133,7 @@ def ground_images(model: torch.nn.Module, images: List[Image.Image], queries: Li
             layer = attention_layer % len(model.vl_transformer.encoder.layers)
             words = word_weights(text[i].tolist(), weights.text[i].tolist(), clip_tokenizer)
             result.attention_png = attention_png(image, result.box_xyxy, queries[i], weights.patches[i], words,
-                                                 samples[i].transform, args.imsize, f"fusion layer {layer}")
+                                                 samples[i].transform, args.imsize, f"layer {layer}")
         results.append(result)
     return results
 

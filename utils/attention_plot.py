@@ -24,12 +24,12 @@ def attention_png(image: Image.Image, box_xyxy: Sequence[float], query: str, pat
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    fig = Figure(figsize=(10.5, 3.4))
+    fig = Figure(figsize=(11, 3.4))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.1]})
     x1, y1, x2, y2 = (float(v) for v in box_xyxy)
     width, height = image.size
-    for ax, title in zip(axes[:2], ("prediction", f"[REG] attention over patches ({layer_name})")):
+    for ax, title in zip(axes[:2], ("prediction", f"[REG] attention over patches\n(fusion {layer_name})")):
         ax.imshow(image)
         ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linewidth=2))
         ax.set_xlim(0, width)
