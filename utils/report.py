@@ -114,16 +114,13 @@ def extremes(items: Sequence[GalleryItem], count: int) -> Tuple[List[GalleryItem
 
 
 def draw_sample(item: GalleryItem, max_side: int = 192) -> Image.Image:
-    """The item's image scaled to at most ``max_side`` pixels with its target (green) and prediction (red)."""
+    """The item's image scaled so its long side is ``max_side`` pixels, with its target (green) and prediction
+    (red)."""
     with Image.open(item.image) as img:
         canvas = img.convert("RGB")
-    scale = min(1.0, max_side / max(canvas.size))
-    if scale < 1.0:
-        canvas = canvas.resize((max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale))),
-                               Image.Resampling.BILINEAR)
-    elif max(canvas.size) < max_side // 2:
-        scale = (max_side // 2) / max(canvas.size)
-        canvas = canvas.resize((round(canvas.width * scale), round(canvas.height * scale)), Image.Resampling.NEAREST)
+    scale = max_side / max(canvas.size)
+    canvas = canvas.resize((max(1, round(canvas.width * scale)), max(1, round(canvas.height * scale))),
+                           Image.Resampling.BILINEAR)
     draw = ImageDraw.Draw(canvas)
     for box, colour in ((item.target_xyxy, TARGET_COLOUR), (item.pred_xyxy, PREDICTION_COLOUR)):
         draw.rectangle([float(v) * scale for v in box], outline=colour, width=2)
