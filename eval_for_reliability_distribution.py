@@ -2,7 +2,8 @@
 
 Reliability = IoU(measurer prediction, pseudo box). Writes under ``--output_dir``: the per-sample JSON lines
 (``{dataset}_{split}_reliability.jsonl``), the official-compatible subsets ``{dataset}_train_pseudo_refine_*.pth``
-and low-reliability lists, the 1000-bin histogram (JSON, PNG, TensorBoard) and summary statistics.
+and low-reliability lists, the 1000-bin histogram (JSON, PNG, TensorBoard), summary statistics, and with
+``--report DIR`` report.md / report.html there: the least and most reliable pseudo labels with the measurer's box.
 Runs on any number of processes; every sample is scored exactly once, in split order.
 """
 from __future__ import annotations
@@ -10,14 +11,35 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import engine
 from curriculum.reliability import write_scoring_outputs
-from eval import evaluate_split
+from eval import GALLERY_SIZE, evaluate_split, sample_gallery
 from utils.io import write_jsonl
 from utils.misc import barrier, is_main_process
+from utils.report import extremes, grounding_metrics, metric_tables, write_report
 from utils.run_setup import SummaryWriterOnMain, run_cli, run_distributed
+
+
+def write_reliability_report(args: argparse.Namespace, rows: List[Dict[str, Any]], dataset: Any,
+                             summary: Dict[str, Any]) -> Dict[str, str]:
+    """report.md / report.html: the reliability tables and histogram, and the least and most reliable pseudo labels
+    (green: the pseudo box, red: the measurer's prediction; reliability = their IoU)."""
+    least, most = extremes(sample_gallery(rows, dataset), GALLERY_SIZE)
+    metrics = grounding_metrics([r["iou"] for r in rows], [r["query"] for r in rows])
+    quantiles = summary["quantiles"]
+    stats = ("Reliability", ["samples", "mean", "median", "share >= 0.5", "zeros"],
+             [[str(summary["n"]), f"{summary['mean']:.4f}", f"{quantiles['0.5']:.4f}",
+               f"{100 * summary['share_at_least_0_5']:.2f}%", str(summary["count_zero"])]])
+    return write_report(args.report,
+                        f"{args.dataset} {args.eval_set}: reliability by {os.path.basename(args.eval_model)}",
+                        [stats, *metric_tables(metrics)], [r["iou"] for r in rows], "reliability",
+                        [(f"Least reliable {len(least)} pseudo labels (what the curriculum drops first)", least),
+                         (f"Most reliable {len(most)} pseudo labels", most)],
+                        numbers={"checkpoint": args.eval_model, "split": args.eval_set, "metrics": metrics},
+                        notes=["Reliability is the IoU of the measurer's prediction (red) with the pseudo label's "
+                               "box (green); the accuracy tables read it as the measurer's IoU."])
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
@@ -32,6 +54,8 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         summary = write_scoring_outputs(jsonl, samples, args.output_dir, args.dataset, args.eval_set,
                                         tb_writer=writer.writer)
         writer.close()
+        if args.report:
+            summary["report"] = write_reliability_report(args, rows, dataset, summary)["html"]
         print(json.dumps({"reliability_file": jsonl, **summary, "eval_seconds": round(result.seconds, 3),
                           "eval_samples_per_s": round(result.samples_per_s, 3)}, default=str))
     barrier()

@@ -2,25 +2,33 @@
 
     python inference.py --eval_model CKPT --image IMG --query "the red circle on the left" [--out VIS.png]
     python inference.py --eval_model CKPT --batch_file items.json      # [{"image", "query"[, "out"]}, ...]
+    python inference.py --eval_model CKPT --image IMG --query "..." --attention ATT.png [--attention_layer N]
 
 Prints one JSON line per query with the box in original-image pixels (x1, y1, x2, y2); ``--out`` draws it.
-Runs on the CPU or a GPU (``--device``).
+``--attention`` draws where the [REG] token looked in a fusion layer (``models/attention.py``), captured from the
+same forward pass that gives the box. Runs on the CPU or a GPU (``--device``). ``app.py`` serves the same path
+as a web page.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from clip.clip import _tokenizer as clip_tokenizer  # the tokenizer clip.tokenize (tokenize_queries) uses
 from PIL import Image, ImageDraw
 
 from datasets.grounding import apply_prompt, check_prompt, load_image, tokenize_queries
 from datasets.transforms import EvalTransform, canvas_to_original
 from engine import autocast
 from models import build_model_from_checkpoint
+from models.attention import RegAttention, word_weights
+from utils.attention_plot import attention_png
 from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
 from utils.checkpoint import load_checkpoint, load_model_state
@@ -58,6 +66,8 @@ def load_items(args: argparse.Namespace) -> List[Dict[str, str]]:
             raise SystemExit(f"{where}: cannot read it ({exc.strerror or exc})") from None
         except json.JSONDecodeError as exc:
             raise SystemExit(f"{where}: not valid JSON ({exc})") from None
+        if args.attention:
+            raise SystemExit("--attention draws one image: use it with --image and --query, not --batch_file")
         if not isinstance(items, list) or not items:
             raise SystemExit(f"{where}: expected a non-empty JSON list of {{image, query}} objects")
         for i, item in enumerate(items):
@@ -72,6 +82,8 @@ def load_items(args: argparse.Namespace) -> List[Dict[str, str]]:
     if not os.path.isfile(args.image):
         raise SystemExit(f"--image {args.image}: no such image file")
     _check_out(args.out, "--out")
+    if args.attention and os.path.splitext(args.attention)[1].lower() != ".png":
+        raise SystemExit(f"--attention {args.attention}: the attention picture is a PNG; name it *.png")
     return [{"image": args.image, "query": args.query, "out": args.out}]
 
 
@@ -87,41 +99,69 @@ def draw_box(image: Image.Image, box: Sequence[float], query: str, path: str) ->
     atomic_write_bytes(path, buf.getvalue())
 
 
+@dataclass
+class Grounding:
+    """One image's prediction: the box in original pixels and, when asked for, [REG]'s attention."""
+
+    box_xyxy: List[float]
+    attention_png: Optional[bytes] = None
+
+
 @torch.no_grad()
+def ground_images(model: torch.nn.Module, images: List[Image.Image], queries: List[str], args: argparse.Namespace,
+                  device: torch.device, attention_layer: Optional[int] = None) -> List[Grounding]:
+    """Predict a box for every (image, query) pair in one batch; with ``attention_layer``, also draw [REG]'s
+    attention in that fusion layer, recorded from this same forward pass (the boxes do not change)."""
+    transform = EvalTransform(args.imsize)
+    samples = [transform(img, torch.zeros(4)) for img in images]
+    texts = [apply_prompt(query, args.prompt) for query in queries]
+    tokens, rows, _ = tokenize_queries(texts, args.max_query_len)
+    img = torch.stack([s.img for s in samples]).to(device)
+    mask = torch.stack([s.mask for s in samples]).to(device)
+    text = tokens[rows].to(torch.int64).to(device)
+    recorder = RegAttention(model, attention_layer) if attention_layer is not None else None
+    with recorder or contextlib.nullcontext(), autocast(device, args.amp):
+        pred = model(img, mask, text).float().cpu()
+    canvas = cxcywh_to_xyxy(pred).clamp(0, 1) * args.imsize
+    boxes = canvas_to_original(canvas, torch.stack([s.transform for s in samples]))
+    results = []
+    for i, (image, box) in enumerate(zip(images, boxes)):
+        w, h = image.size
+        box = torch.stack([box[0].clamp(0, w), box[1].clamp(0, h), box[2].clamp(0, w), box[3].clamp(0, h)])
+        result = Grounding([round(float(v), 2) for v in box])
+        if recorder is not None:
+            weights = recorder.maps[-1]
+            layer = attention_layer % len(model.vl_transformer.encoder.layers)
+            words = word_weights(text[i].tolist(), weights.text[i].tolist(), clip_tokenizer)
+            result.attention_png = attention_png(image, result.box_xyxy, queries[i], weights.patches[i], words,
+                                                 samples[i].transform, args.imsize, f"layer {layer}")
+        results.append(result)
+    return results
+
+
 def ground(model: torch.nn.Module, items: List[Dict[str, str]], args: argparse.Namespace,
            device: torch.device) -> List[Dict[str, Any]]:
-    """Predict a box for every item, in batches of ``--batch_size``."""
-    transform = EvalTransform(args.imsize)
+    """Predict a box for every item, in batches of ``--batch_size``; ``--attention`` draws the (single) item's."""
+    attention_layer = args.attention_layer if args.attention else None
     results = []
     for start in range(0, len(items), args.batch_size):
         chunk = items[start:start + args.batch_size]
         images = [load_image(item["image"], start + i) for i, item in enumerate(chunk)]
-        samples = [transform(img, torch.zeros(4)) for img in images]
-        texts = [apply_prompt(item["query"], args.prompt) for item in chunk]
-        tokens, rows, _ = tokenize_queries(texts, args.max_query_len)
-        img = torch.stack([s.img for s in samples]).to(device)
-        mask = torch.stack([s.mask for s in samples]).to(device)
-        text = tokens[rows].to(torch.int64).to(device)
-        with autocast(device, args.amp):
-            pred = model(img, mask, text).float().cpu()
-        canvas = cxcywh_to_xyxy(pred).clamp(0, 1) * args.imsize
-        boxes = canvas_to_original(canvas, torch.stack([s.transform for s in samples]))
-        for item, image, box in zip(chunk, images, boxes):
-            w, h = image.size
-            box = torch.stack([box[0].clamp(0, w), box[1].clamp(0, h), box[2].clamp(0, w), box[3].clamp(0, h)])
-            row = {"image": item["image"], "query": item["query"], "box_xyxy": [round(float(v), 2) for v in box]}
+        groundings = ground_images(model, images, [item["query"] for item in chunk], args, device, attention_layer)
+        for item, image, grounding in zip(chunk, images, groundings):
+            row = {"image": item["image"], "query": item["query"], "box_xyxy": grounding.box_xyxy}
             if item.get("out"):
                 draw_box(image, row["box_xyxy"], item["query"], item["out"])
                 row["out"] = item["out"]
+            if grounding.attention_png is not None:
+                atomic_write_bytes(args.attention, grounding.attention_png)
+                row["attention"] = args.attention
             results.append(row)
     return results
 
 
-def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
-    """Entry point; ``argv`` like ``sys.argv[1:]``."""
-    args = parse_args("inference", argv)
-    check_prompt(args.prompt)
-    items = load_items(args)
+def load_model(args: argparse.Namespace) -> Tuple[torch.nn.Module, torch.device]:
+    """The ``--eval_model`` checkpoint's model in eval mode on ``--device`` (its settings adopted into ``args``)."""
     if not args.eval_model or not os.path.isfile(args.eval_model):
         raise SystemExit(f"--eval_model {args.eval_model!r}: no such checkpoint file")
     device = resolve_device(args.device)
@@ -131,6 +171,17 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     model = build_model_from_checkpoint(ckpt, args)
     load_model_state(model, ckpt)
     model.to(device).eval()
+    if args.attention_layer is not None:
+        RegAttention(model, args.attention_layer)  # a bad --attention_layer is named before any work
+    return model, device
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
+    """Entry point; ``argv`` like ``sys.argv[1:]``."""
+    args = parse_args("inference", argv)
+    check_prompt(args.prompt)
+    items = load_items(args)
+    model, device = load_model(args)
     results = ground(model, items, args, device)
     for row in results:
         print(json.dumps(row))

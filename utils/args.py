@@ -158,6 +158,10 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--eval_model", default="", help="checkpoint to evaluate")
     g.add_argument("--save_predictions", default="",
                    help="eval: write one JSON line per sample (index, image, query, target_xyxy, pred_xyxy, iou)")
+    g.add_argument("--report", default="",
+                   help="eval: write report.md and a self-contained report.html (metric tables, IoU histogram, "
+                        "worst and best predictions) into this folder; reliability script: the same for the least and "
+                        "most reliable pseudo labels")
 
     g = p.add_argument_group("inference (inference.py)")
     g.add_argument("--image", default="", help="image file to ground --query in")
@@ -165,6 +169,11 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--out", default="", help="write the image with the predicted box drawn on it here")
     g.add_argument("--batch_file", default="",
                    help='JSON list of {"image": PATH, "query": TEXT[, "out": PATH]} to ground in one run')
+    g.add_argument("--attention", default="",
+                   help="write a picture of where the [REG] token looked here (heatmap over the image patches, "
+                        "weights of the query's words, the box); single-image mode only")
+    g.add_argument("--attention_layer", default=-1, type=int,
+                   help="fusion layer whose [REG] attention --attention shows (0-based; default -1: the last)")
 
     g = p.add_argument_group("official flags without effect (accepted for compatibility; warn when given)")
     g.add_argument("--emb_size", default=512, type=int)
