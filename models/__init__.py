@@ -9,8 +9,7 @@ from typing import Any, Dict, Mapping, Tuple
 import torch
 from clip.model import CLIP
 
-from models.clip_backbone import (ClipWeightsNotFound, clip_dims, clip_from_state_dict, clip_sha256, describe_source,
-                                  load_clip, rebuild_clip, source_record)
+from models.clip_hash import clip_sha256
 from models.clip_vg import CLIPVG, TRAINABLE_CLIP_PARAMS
 from utils.checkpoint import CHECKPOINT_SPEC_PREFIX, OFFICIAL_VISU_PROJ_IN, checkpoint_clip_state_dict
 from utils.errors import InputError
@@ -33,7 +32,8 @@ def _construct(clip_model: CLIP, args: argparse.Namespace, source: Dict[str, Any
 
 def build_model(args: argparse.Namespace) -> CLIPVG:
     """A fresh CLIPVG: CLIP from ``args.model`` (see ``models.clip_backbone``), fusion settings from ``args``."""
-    clip_model, source = load_clip(args.model, download_root=getattr(args, "clip_download_root", None),
+    from models import clip_backbone as backbone  # imported on use: `python -m models.clip_backbone` runs it as main
+    clip_model, source = backbone.load_clip(args.model, download_root=getattr(args, "clip_download_root", None),
                                    image_resolution=args.imsize)
     return _construct(clip_model, args, source)
 
@@ -43,29 +43,32 @@ def clip_from_source(record: Mapping[str, Any], args: argparse.Namespace, where:
     """Rebuild the CLIP a compact checkpoint names (``clip_source``, see ``models.clip_backbone.rebuild_clip``), or,
     when that is not available, the one ``args.model`` names if it was given and differs; the SHA-256 of its
     frozen tensors must match the record."""
+    from models import clip_backbone as backbone
     spec = record.get("spec") or ""
     want = record.get("sha256")
     download_root = getattr(args, "clip_download_root", None)
     try:
-        clip_model, used, fallback_record = rebuild_clip(record, download_root, args.imsize), spec, None
-    except ClipWeightsNotFound as exc:
+        clip_model, used, fallback_record = backbone.rebuild_clip(record, download_root, args.imsize), spec, None
+    except backbone.ClipWeightsNotFound as exc:
         fallback = getattr(args, "model", None)
         if not fallback or "model" not in getattr(args, "given_flags", ("model",)):
-            raise ClipWeightsNotFound(f"{where}: a compact checkpoint; it needs the CLIP weights it was trained "
-                                      f"with, {describe_source(record)} (sha256 {str(want)[:16]}), which are not "
-                                      f"available: {exc}. Pass --model with those weights (a CLIP name, "
-                                      "hf-hub:ORG/NAME, or a file or folder).") from exc
-        clip_model, fallback_record = load_clip(fallback, download_root=download_root, image_resolution=args.imsize)
+            raise backbone.ClipWeightsNotFound(
+                f"{where}: a compact checkpoint; it needs the CLIP weights it was trained with, "
+                f"{backbone.describe_source(record)} (sha256 {str(want)[:16]}), which are not available: {exc}. "
+                "Pass --model with those weights (a CLIP name, hf-hub:ORG/NAME, or a file or folder).") from exc
+        clip_model, fallback_record = backbone.load_clip(fallback, download_root=download_root,
+                                                         image_resolution=args.imsize)
         used = fallback
-    got_dims = clip_dims(clip_model)
+    got_dims = backbone.clip_dims(clip_model)
     changed = sorted(k for k, v in (record.get("dims") or {}).items() if k in got_dims and got_dims[k] != v)
     if changed:
         raise InputError(f"{where}: the CLIP from {used} has other dimensions ({', '.join(changed)}) than the one the "
-                         f"checkpoint was trained with ({describe_source(record)}); pass --model with the right weights")
+                         f"checkpoint was trained with ({backbone.describe_source(record)}); pass --model with the "
+                         "right weights")
     sha = clip_sha256(clip_model, exclude=TRAINABLE_CLIP_PARAMS)
     if want and sha != want:
         raise InputError(f"{where}: the CLIP weights from {used} (sha256 {sha[:16]}) are not the ones the "
-                         f"checkpoint was trained with ({describe_source(record)}, sha256 {want[:16]}); "
+                         f"checkpoint was trained with ({backbone.describe_source(record)}, sha256 {want[:16]}); "
                          "pass --model with the right weights")
     source = dict(fallback_record or record)
     source["sha256"] = sha
@@ -76,17 +79,18 @@ def build_model_from_checkpoint(ckpt: Mapping[str, Any], args: argparse.Namespac
     """A CLIPVG shaped for ``ckpt`` (load its weights with ``utils.checkpoint.load_model_state``). Full and
     official checkpoints provide CLIP themselves (architecture inferred from the tensors); compact ones name
     their CLIP in ``clip_source``, rebuilt and hash-checked."""
+    from models import clip_backbone as backbone
     where = f"checkpoint {ckpt.get('checkpoint_path', '')}".strip()
     clip_state = checkpoint_clip_state_dict(ckpt)
     if clip_state is not None:
         stored = ckpt.get("clip_source") or {}
-        clip_model = clip_from_state_dict(clip_state, what=where, heads=stored.get("dims"))
+        clip_model = backbone.clip_from_state_dict(clip_state, what=where, heads=stored.get("dims"))
         sha = clip_sha256(clip_model, exclude=TRAINABLE_CLIP_PARAMS)
         if stored.get("sha256") == sha and stored.get("spec"):
             source = dict(stored)
         else:
             path = str(ckpt.get("checkpoint_path", ""))
-            source = source_record(CHECKPOINT_SPEC_PREFIX + path, clip_model,
+            source = backbone.source_record(CHECKPOINT_SPEC_PREFIX + path, clip_model,
                                    origin={"kind": "checkpoint", "file": path})
             source["sha256"] = sha
     elif ckpt.get("clip_source"):

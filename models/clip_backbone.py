@@ -31,7 +31,7 @@ import stat
 import sys
 import urllib.request
 import warnings
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import clip
 import torch
@@ -39,7 +39,8 @@ from clip.model import CLIP, ResidualAttentionBlock, VisionTransformer
 from tqdm import tqdm
 
 from models.clip_files import file_sha256, metadata_json, read_weights_file
-from models.clip_hub import HUB_PREFIX, HubMiss, WeightFiles, folder_files, hub_files, hub_settings, parse_hub_spec
+from models.clip_hash import clip_sha256
+from models.clip_hub import HUB_PREFIX, HubMiss, WeightFiles, folder_files, hub_files, parse_hub_spec
 from models.clip_layouts import (LAYOUT_TRANSFORMERS, METADATA_KEYS, TRANSFORMERS_CONFIG, detect_layout,
                                  open_clip_heads, openai_dims, openai_from_transformers, transformers_config)
 from utils.errors import CLIPVGError, InputError
@@ -377,20 +378,6 @@ def rebuild_clip(record: Mapping[str, Any], download_root: Optional[str] = None,
                                   f"{str(origin['file_sha256'])[:16]}")
     raise ClipWeightsNotFound(f"the CLIP weights came from {describe_source(record)}, a path which a checkpoint's "
                               "record never makes CLIP-VG open")
-
-
-def clip_sha256(model: CLIP, exclude: Iterable[str] = ()) -> str:
-    """SHA-256 of a CLIP's tensors as fp32 (name, shape and values, names sorted), leaving out ``exclude``
-    (the tensors CLIP-VG trains, which compact checkpoints store themselves)."""
-    skip = set(exclude)
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        if name in skip:
-            continue
-        data = tensor.detach().to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}{tuple(data.shape)};".encode())
-        digest.update(data.numpy().reshape(-1).view("uint8"))
-    return digest.hexdigest()
 
 
 def save_clip_file(model: CLIP, path: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -59,8 +60,6 @@ class _ScriptArchiveUnpickler(pickle.Unpickler):
     """Unpickles a TorchScript ``data.pkl`` into ``ScriptRecord``s and tensors; any other global is refused."""
 
     def __init__(self, archive: zipfile.ZipFile, prefix: str, data: bytes, path: str) -> None:
-        import io
-
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix, self.path = archive, prefix, path
 

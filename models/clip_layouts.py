@@ -46,7 +46,8 @@ def detect_layout(state: Mapping[str, torch.Tensor], what: str) -> str:
         if "visual.attnpool.c_proj.weight" in state or "visual.layer1.0.conv1.weight" in state:
             raise UnrepresentableClip(f"{what}: a ResNet CLIP; CLIP-VG needs a ViT CLIP")
         return LAYOUT_OPENAI
-    if "vision_model.embeddings.patch_embedding.weight" in state and "text_model.embeddings.token_embedding.weight" in state:
+    if all(k in state for k in ("vision_model.embeddings.patch_embedding.weight",
+                                "text_model.embeddings.token_embedding.weight")):
         return LAYOUT_TRANSFORMERS
     if "visual.attnpool.c_proj.weight" in state:
         raise UnrepresentableClip(f"{what}: a ResNet CLIP; CLIP-VG needs a ViT CLIP")

@@ -82,7 +82,8 @@ def test_hub_cache_in_both_layouts_offline(fp16_exact_transformers_folder, hub, 
         clip_dims(expected)))
     put_in_hub_cache(hub, "acme/tiny-clip-oc", oc_folder, COMMIT)
 
-    for repo, file in (("acme/tiny-clip-hf", "model.safetensors"), ("acme/tiny-clip-oc", "open_clip_model.safetensors")):
+    for repo, file in (("acme/tiny-clip-hf", "model.safetensors"),
+                       ("acme/tiny-clip-oc", "open_clip_model.safetensors")):
         model, record = load_clip(f"hf-hub:{repo}")
         assert same_tensors(model, expected), repo  # the open_clip copy is fp16, widened exactly
         assert record["origin"] == {"kind": "hf-hub", "repo": repo, "revision": COMMIT, "file": file}
