@@ -147,7 +147,8 @@ def random_clip(name: str, seed: int = 0, image_resolution: Optional[int] = None
 def build_clip(state: Mapping[str, torch.Tensor], dims: Mapping[str, Any], what: str) -> CLIP:
     """An fp32 ``CLIP`` of ``dims`` holding exactly ``state``'s values (OpenAI layout; fp16/bf16 widened exactly,
     fp32 kept). Built on the meta device, so no time goes into an initialisation the weights replace."""
-    sd = {k: v for k, v in state.items() if k not in METADATA_KEYS}
+    # Metadata tensors of TorchScript archives, and causal masks (rebuilt below), are not weights.
+    sd = {k: v for k, v in state.items() if k not in METADATA_KEYS and not k.endswith(".attn_mask")}
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op"
         model = make_clip(dims)

@@ -115,10 +115,11 @@ def hub_files(repo: str, revision: Optional[str] = None, prefer: Optional[str] =
 
     where = f"hf-hub:{repo}{'@' + revision if revision else ''} (cache {hub_cache_folder(repo)}, {hub_settings()})"
     reasons: List[str] = []
-    network = [True]  # False once the hub proved unreachable (or HF_HUB_OFFLINE): the cache alone from then on
+    network = True  # False once the hub proved unreachable (or HF_HUB_OFFLINE): the cache alone from then on
 
     def find(name: str) -> Optional[str]:
-        if not network[0]:
+        nonlocal network
+        if not network:
             cached = try_to_load_from_cache(repo, name, revision=revision)
             return cached if isinstance(cached, str) else None
         try:
@@ -132,7 +133,7 @@ def hub_files(repo: str, revision: Optional[str] = None, prefer: Optional[str] =
             # The hub could not be reached and the file is not cached: look only in the cache from now on.
             reasons.append("not in the cache (HF_HUB_OFFLINE=1)" if constants.is_offline_mode()
                            else "hub unreachable and not in the cache")
-            network[0] = False
+            network = False
             return None
         except (EntryNotFoundError, OSError) as exc:
             if not isinstance(exc, EntryNotFoundError):

@@ -165,6 +165,9 @@ def test_nothing_found_names_every_place_and_the_fixes(hub, tmp_path):
     with pytest.raises(ClipWeightsNotFound, match=r"--model hf-hub:nobody/no-such-clip: no CLIP weights found.*"
                                                   r"models--nobody--no-such-clip.*HF_ENDPOINT"):
         load_clip("hf-hub:nobody/no-such-clip")
+    with hub_environment(str(tmp_path / "hf-home"), extra={"HF_ENDPOINT": "https://hub-mirror.example"}):
+        with pytest.raises(ClipWeightsNotFound, match=r"endpoint https://hub-mirror\.example, HF_HUB_OFFLINE=1"):
+            load_clip("hf-hub:nobody/no-such-clip")
 
 
 def test_bad_sources_are_refused_with_the_reason(transformers_folder, tmp_path):
@@ -237,12 +240,13 @@ def test_openai_torchscript_files_are_read_as_data_exactly(tmp_path, monkeypatch
 
 def test_prefetch_command_round_trip(transformers_folder, tmp_path, capsys):
     _, folder = transformers_folder
-    hf_home = str(tmp_path / "hf-home")
-    put_in_hub_cache(os.path.join(hf_home, "hub"), "acme/tiny-clip-hf", folder, COMMIT)
+    hub_cache = str(tmp_path / "shared" / "hub-cache")
+    put_in_hub_cache(hub_cache, "acme/tiny-clip-hf", folder, COMMIT)
     out = str(tmp_path / "clip.safetensors")
-    # A fresh process, with the environment a cluster job would have: huggingface_hub reads it at start.
+    # A fresh process, with the environment a cluster job would have (huggingface_hub reads it at start);
+    # HF_HUB_CACHE wins over HF_HOME.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
-    env.update(HF_HOME=hf_home, HF_HUB_OFFLINE="1")
+    env.update(HF_HOME=str(tmp_path / "elsewhere"), HF_HUB_CACHE=hub_cache, HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, "-m", "models.clip_backbone", "--model", "hf-hub:acme/tiny-clip-hf",
                            "--output", out], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
