@@ -252,7 +252,7 @@ def _load_named(name: str, download_root: Optional[str]) -> Tuple[CLIP, Dict[str
     if os.path.isfile(target):
         sha = file_sha256(target)
         if sha == expected:
-            model = clip_from_files(WeightFiles(target, None, "openai"), f"--model {name}: {target}")
+            model = clip_from_files(WeightFiles(target, None), f"--model {name}: {target}")
             return _check_arch(model, name, target), {"kind": "openai-file", "file": target, "url": url}
         looked.append(f"{target} (SHA-256 {sha[:12]}.. is not {expected[:12]}..: damaged or partial, delete it)")
     else:
@@ -274,7 +274,7 @@ def _load_named(name: str, download_root: Optional[str]) -> Tuple[CLIP, Dict[str
         except OSError as exc:
             looked.append(f"{url} ({type(exc).__name__}: {exc})")
         else:
-            model = clip_from_files(WeightFiles(target, None, "openai"), f"--model {name}: {url}")
+            model = clip_from_files(WeightFiles(target, None), f"--model {name}: {url}")
             return _check_arch(model, name, url), {"kind": "url", "file": target, "url": url}
     raise ClipWeightsNotFound(f"--model {name}: no CLIP weights found; looked at: {'; '.join(looked)}. "
                               f"{_fixes(name)}")
@@ -295,11 +295,10 @@ def _load_path(path: str) -> Tuple[CLIP, Dict[str, Any]]:
         files = folder_files(path)
     else:
         config = os.path.join(os.path.dirname(os.path.abspath(path)), TRANSFORMERS_CONFIG)
-        files = WeightFiles(path, config if os.path.isfile(config) else None, "file",
+        files = WeightFiles(path, config if os.path.isfile(config) else None,
                             {"kind": "local", "file": os.path.abspath(path)})
-    model = clip_from_files(files, f"--model {path}")
     files.origin["file_sha256"] = file_sha256(files.weights)
-    return model, files.origin
+    return clip_from_files(files, f"--model {path}"), files.origin
 
 
 def load_clip(spec: str, download_root: Optional[str] = None, image_resolution: Optional[int] = None,

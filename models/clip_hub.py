@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from models.clip_layouts import LAYOUT_OPENAI, LAYOUT_TRANSFORMERS, OPEN_CLIP_CONFIG, TRANSFORMERS_CONFIG
+from models.clip_layouts import OPEN_CLIP_CONFIG, TRANSFORMERS_CONFIG
 from utils.errors import InputError
 
 HUB_PREFIX = "hf-hub:"
@@ -27,12 +27,12 @@ TRANSFORMERS_FILES = ("model.safetensors", "pytorch_model.bin")
 
 @dataclass
 class WeightFiles:
-    """Where one CLIP's files are: the weights, the config that goes with them (or None), their layout, and the
-    origin a source record stores (``kind`` ``hf-hub`` with repo / revision commit / file, or ``local``)."""
+    """Where one CLIP's files are: the weights, the config that goes with them (or None), and the origin a source
+    record stores (``kind`` ``hf-hub`` with repo / revision commit / file, or ``local``). The tensors themselves
+    tell their layout (``models.clip_layouts.detect_layout``)."""
 
     weights: str
     config: Optional[str]
-    layout: str
     origin: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -46,20 +46,18 @@ class HubMiss(Exception):
 
 def _locate(find: Callable[[str], Optional[str]], what: str, prefer: Optional[str] = None) -> Optional[WeightFiles]:
     """The first weight file ``find`` returns (order: the module docstring, ``prefer`` first), or None."""
-    candidates = [(name, LAYOUT_OPENAI) for name in OPEN_CLIP_FILES]
-    candidates += [(name, LAYOUT_TRANSFORMERS) for name in TRANSFORMERS_FILES]
-    candidates.sort(key=lambda item: item[0] != prefer)
-    for name, layout in candidates:
+    candidates = sorted(OPEN_CLIP_FILES + TRANSFORMERS_FILES, key=lambda name: name != prefer)
+    for name in candidates:
         path = find(name)
         if not path:
             continue
-        if layout == LAYOUT_OPENAI:
-            return WeightFiles(path, find(OPEN_CLIP_CONFIG), layout, {"file": name})
+        if name in OPEN_CLIP_FILES:
+            return WeightFiles(path, find(OPEN_CLIP_CONFIG), {"file": name})
         config = find(TRANSFORMERS_CONFIG)
         if not config:
             raise InputError(f"{what}: transformers weights {name} without config.json (it holds the attention "
                              "head counts and activation; put it next to the weights)")
-        return WeightFiles(path, config, layout, {"file": name})
+        return WeightFiles(path, config, {"file": name})
     return None
 
 
