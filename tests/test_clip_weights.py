@@ -338,3 +338,31 @@ def test_a_checkpoint_record_never_opens_a_path_it_names(tmp_path, monkeypatch):
             build_model_from_checkpoint(ckpt, no_model)
         assert opened == [] and "\n" not in str(err.value)
     assert not os.path.exists(marker)
+
+
+def test_records_of_earlier_versions_still_rebuild(hub, tmp_path, monkeypatch):
+    """Records without ``origin``: a ``random:`` configuration, or a CLIP name (now resolved through the cache)."""
+    from helpers_clip import tiny_args
+    from models import build_model, build_model_from_checkpoint
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+
+    no_model = tiny_args()
+    no_model.given_flags.remove("model")
+    model = build_model(tiny_args())
+    path = str(tmp_path / "random.pth")
+    save_checkpoint(path, model, None, None, 0, None, 0.0)
+    ckpt = load_checkpoint(path)
+    ckpt["clip_source"] = {k: v for k, v in ckpt["clip_source"].items() if k != "origin"}
+    ckpt["clip_source"]["dims"].pop("vision_heads")
+    assert same_tensors(build_model_from_checkpoint(ckpt, no_model).clip, model.clip)
+
+    tiny = tiny_clip(seed=3)
+    folder = save_open_clip_folder(tiny.state_dict(), str(tmp_path / "oc"), open_clip_config(clip_dims(tiny)))
+    put_in_hub_cache(hub, clip_backbone.NAMED_HUB_REPOS["ViT-B/32"], folder, COMMIT)
+    monkeypatch.setitem(CLIP_ARCHS, "ViT-B/32", {k: v for k, v in clip_dims(tiny).items() if k != "vision_heads"})
+    named, _ = load_clip("ViT-B/32", download_root=str(tmp_path / "none"))
+    no_model.clip_download_root = str(tmp_path / "none")  # no OpenAI file: the hub cache serves the name
+    ckpt["clip_source"] = {"spec": "ViT-B/32", "seed": None,
+                           "sha256": clip_backbone.clip_sha256(named, exclude=["visual.positional_embedding"])}
+    rebuilt = build_model_from_checkpoint(ckpt, no_model)
+    assert same_tensors(rebuilt.clip, named) and rebuilt.clip_source["spec"] == "ViT-B/32"
