@@ -1,20 +1,18 @@
 """Model builders: ``build_model(args)`` (CLIP from ``--model``) and ``build_model_from_checkpoint(ckpt, args)``
-(CLIP from the checkpoint: its own tensors, or the source a compact checkpoint records, hash-checked)."""
+(CLIP from the checkpoint: its own tensors, or the source a compact checkpoint records, hash-checked; a recorded
+source never makes the loader open a file path the checkpoint names)."""
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any, Dict, Mapping, Tuple
 
-import clip
 import torch
 from clip.model import CLIP
 
-from models.clip_backbone import (RANDOM_PREFIX, ClipWeightsNotFound, clip_from_state_dict, clip_sha256, load_clip,
-                                  random_clip, source_record)
+from models.clip_hash import clip_sha256
 from models.clip_vg import CLIPVG, TRAINABLE_CLIP_PARAMS
-from utils.checkpoint import (CHECKPOINT_SPEC_PREFIX, OFFICIAL_VISU_PROJ_IN, checkpoint_clip_state_dict,
-                              load_checkpoint)
+from utils.checkpoint import CHECKPOINT_SPEC_PREFIX, OFFICIAL_VISU_PROJ_IN, checkpoint_clip_state_dict
+from utils.errors import InputError
 
 __all__ = ["CLIPVG", "build_model", "build_model_from_checkpoint", "count_parameters", "describe_parameters"]
 
@@ -34,53 +32,45 @@ def _construct(clip_model: CLIP, args: argparse.Namespace, source: Dict[str, Any
 
 def build_model(args: argparse.Namespace) -> CLIPVG:
     """A fresh CLIPVG: CLIP from ``args.model`` (see ``models.clip_backbone``), fusion settings from ``args``."""
-    clip_model, source = load_clip(args.model, download_root=getattr(args, "clip_download_root", None),
+    from models import clip_backbone as backbone  # imported on use: `python -m models.clip_backbone` runs it as main
+    clip_model, source = backbone.load_clip(args.model, download_root=getattr(args, "clip_download_root", None),
                                    image_resolution=args.imsize)
     return _construct(clip_model, args, source)
 
 
-def _clip_from_checkpoint_file(path: str) -> CLIP:
-    state = checkpoint_clip_state_dict(load_checkpoint(path))
-    if state is None:
-        raise ClipWeightsNotFound(f"checkpoint {path} holds no CLIP tensors (a compact checkpoint)")
-    return clip_from_state_dict(state, what=f"checkpoint {path}")
-
-
-def _clip_from_spec(spec: str, record: Mapping[str, Any], args: argparse.Namespace) -> CLIP:
-    if spec.startswith(RANDOM_PREFIX):
-        return random_clip(spec[len(RANDOM_PREFIX):], record.get("seed") or 0,
-                           (record.get("dims") or {}).get("image_resolution", args.imsize))
-    if spec.startswith(CHECKPOINT_SPEC_PREFIX):
-        path = spec[len(CHECKPOINT_SPEC_PREFIX):]
-        if not os.path.isfile(path):
-            raise ClipWeightsNotFound(f"{path}: no such checkpoint file")
-        return _clip_from_checkpoint_file(path)
-    if spec not in clip.available_models() and not os.path.isfile(spec):
-        raise ClipWeightsNotFound(f"{spec}: no such file")
-    return load_clip(spec, download_root=getattr(args, "clip_download_root", None), image_resolution=args.imsize)[0]
-
-
 def clip_from_source(record: Mapping[str, Any], args: argparse.Namespace, where: str = "checkpoint"
                      ) -> Tuple[CLIP, Dict[str, Any]]:
-    """Rebuild the CLIP a compact checkpoint names (``clip_source``), or, when that is gone, the one
-    ``args.model`` names if it was given and differs; the SHA-256 of its frozen tensors must match the record."""
+    """Rebuild the CLIP a compact checkpoint names (``clip_source``, see ``models.clip_backbone.rebuild_clip``), or,
+    when that is not available, the one ``args.model`` names if it was given and differs; the SHA-256 of its
+    frozen tensors must match the record."""
+    from models import clip_backbone as backbone
     spec = record.get("spec") or ""
     want = record.get("sha256")
+    download_root = getattr(args, "clip_download_root", None)
     try:
-        clip_model, used = _clip_from_spec(spec, record, args), spec
-    except ClipWeightsNotFound as exc:
+        clip_model, used, fallback_record = backbone.rebuild_clip(record, download_root, args.imsize), spec, None
+    except backbone.ClipWeightsNotFound as exc:
         fallback = getattr(args, "model", None)
-        if not fallback or fallback == spec or "model" not in getattr(args, "given_flags", ("model",)):
-            raise ClipWeightsNotFound(f"{where}: a compact checkpoint; it needs the CLIP weights it was trained "
-                                      f"with, {spec} (sha256 {str(want)[:16]}), which are not available: {exc}. "
-                                      "Pass --model with those weights (a CLIP name or an OpenAI CLIP file).") from exc
-        clip_model, used = load_clip(fallback, download_root=getattr(args, "clip_download_root", None),
-                                     image_resolution=args.imsize)[0], fallback
+        if not fallback or "model" not in getattr(args, "given_flags", ("model",)):
+            raise backbone.ClipWeightsNotFound(
+                f"{where}: a compact checkpoint; it needs the CLIP weights it was trained with, "
+                f"{backbone.describe_source(record)} (sha256 {str(want)[:16]}), which are not available: {exc}. "
+                "Pass --model with those weights (a CLIP name, hf-hub:ORG/NAME, or a file or folder).") from exc
+        clip_model, fallback_record = backbone.load_clip(fallback, download_root=download_root,
+                                                         image_resolution=args.imsize)
+        used = fallback
+    got_dims = backbone.clip_dims(clip_model)
+    changed = sorted(k for k, v in (record.get("dims") or {}).items() if k in got_dims and got_dims[k] != v)
+    if changed:
+        raise InputError(f"{where}: the CLIP from {used} has other dimensions ({', '.join(changed)}) than the one the "
+                         f"checkpoint was trained with ({backbone.describe_source(record)}); pass --model with the "
+                         "right weights")
     sha = clip_sha256(clip_model, exclude=TRAINABLE_CLIP_PARAMS)
     if want and sha != want:
-        raise ValueError(f"{where}: the CLIP weights from {used} (sha256 {sha[:16]}) are not the ones the checkpoint "
-                         f"was trained with ({spec}, sha256 {want[:16]}); pass --model with the right weights")
-    source = dict(record) if used == spec else source_record(used, clip_model)
+        raise InputError(f"{where}: the CLIP weights from {used} (sha256 {sha[:16]}) are not the ones the "
+                         f"checkpoint was trained with ({backbone.describe_source(record)}, sha256 {want[:16]}); "
+                         "pass --model with the right weights")
+    source = dict(fallback_record or record)
     source["sha256"] = sha
     return clip_model, source
 
@@ -89,16 +79,19 @@ def build_model_from_checkpoint(ckpt: Mapping[str, Any], args: argparse.Namespac
     """A CLIPVG shaped for ``ckpt`` (load its weights with ``utils.checkpoint.load_model_state``). Full and
     official checkpoints provide CLIP themselves (architecture inferred from the tensors); compact ones name
     their CLIP in ``clip_source``, rebuilt and hash-checked."""
+    from models import clip_backbone as backbone
     where = f"checkpoint {ckpt.get('checkpoint_path', '')}".strip()
     clip_state = checkpoint_clip_state_dict(ckpt)
     if clip_state is not None:
-        clip_model = clip_from_state_dict(clip_state, what=where)
-        sha = clip_sha256(clip_model, exclude=TRAINABLE_CLIP_PARAMS)
         stored = ckpt.get("clip_source") or {}
+        clip_model = backbone.clip_from_state_dict(clip_state, what=where, heads=stored.get("dims"))
+        sha = clip_sha256(clip_model, exclude=TRAINABLE_CLIP_PARAMS)
         if stored.get("sha256") == sha and stored.get("spec"):
             source = dict(stored)
         else:
-            source = source_record(CHECKPOINT_SPEC_PREFIX + str(ckpt.get("checkpoint_path", "")), clip_model)
+            path = str(ckpt.get("checkpoint_path", ""))
+            source = backbone.source_record(CHECKPOINT_SPEC_PREFIX + path, clip_model,
+                                   origin={"kind": "checkpoint", "file": path})
             source["sha256"] = sha
     elif ckpt.get("clip_source"):
         clip_model, source = clip_from_source(ckpt["clip_source"], args, where)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from clip.model import CLIP, QuickGELU, ResidualAttentionBlock
 from torch import nn
 
-from models.clip_backbone import clip_sha256
+from models.clip_hash import clip_sha256
 from models.onednn_linear import linear, uses_onednn
 from models.vl_transformer import VLTransformer
 

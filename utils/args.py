@@ -99,10 +99,12 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="ViT-B/16",
-                   help="CLIP weights: a name from clip.available_models(), a local OpenAI CLIP checkpoint path, "
-                        "or an explicit random configuration 'random:<name>' (tests, benchmarks)")
+                   help="CLIP weights: ViT-B/16, ViT-B/32, ViT-L/14 or ViT-L/14@336px (OpenAI's file under "
+                        "--clip_download_root, else the Hugging Face hub, else OpenAI's URL), hf-hub:ORG/NAME[@REV] "
+                        "(open_clip or transformers layout), a file (.safetensors, state dict, OpenAI TorchScript) "
+                        "or folder, or 'random:<name>' (tests, benchmarks); see docs/clip_weights.md")
     g.add_argument("--clip_download_root", default=None,
-                   help="where clip.load keeps downloaded weights (default: ~/.cache/clip)")
+                   help="folder of OpenAI's CLIP files, checked first for named models (default: ~/.cache/clip)")
     g.add_argument("--tapped_layers", default=None,
                    help="comma-separated 0-based CLIP visual blocks to tap (default: per backbone, SPEC §1)")
     g.add_argument("--imsize", default=224, type=int)

@@ -5,7 +5,10 @@ A checkpoint is a dict: ``model`` (state dict in the official key layout), ``opt
 (where the CLIP weights come from, with the SHA-256 of its frozen tensors) and ``format``.
 
 - **compact** (default): ``model`` holds only what training changes (every tensor outside the frozen CLIP, plus
-  ``clip.visual.positional_embedding``); CLIP is rebuilt from ``clip_source`` and checked against its hash.
+  ``clip.visual.positional_embedding``); CLIP is rebuilt from ``clip_source`` (a random seed, a CLIP name, a hub
+  repository at its recorded commit; a local file only when the user passes it as ``--model``: a record never
+  makes the loader open a path) and checked against its hash. A model whose CLIP came from another checkpoint's
+  tensors is always saved full.
   A ViT-B/16 model-only compact checkpoint is ~86 MB (the ``best_checkpoint.pth`` the train script writes holds no
   optimizer state; ``checkpoint.pth`` adds the AdamW moments to resume).
 - **full** (``--full_checkpoint``): ``model`` has exactly the official keys: the CLIP tensors, the official alias
@@ -155,15 +158,11 @@ def plain_args(args: Any) -> Optional[argparse.Namespace]:
     return argparse.Namespace(**{k: plain(v) for k, v in items.items()})
 
 
-def _rebuildable(source: Mapping[str, Any], target: str) -> bool:
-    """Whether a compact checkpoint written to ``target`` could rebuild CLIP from ``source``."""
+def _rebuildable(source: Mapping[str, Any]) -> bool:
+    """Whether a compact checkpoint could rebuild CLIP from ``source``: not when CLIP came from a checkpoint's own
+    tensors, since a checkpoint's record never makes the loader open a file it names."""
     spec = source.get("spec") or ""
-    if spec.startswith(CHECKPOINT_SPEC_PREFIX):
-        origin = spec[len(CHECKPOINT_SPEC_PREFIX):]
-        # A checkpoint in the output folder may be overwritten by a compact one: never depend on it.
-        return os.path.isfile(origin) and (os.path.dirname(os.path.abspath(origin))
-                                           != os.path.dirname(os.path.abspath(target)))
-    return bool(spec)
+    return bool(spec) and not spec.startswith(CHECKPOINT_SPEC_PREFIX)
 
 
 def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
@@ -171,12 +170,13 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
                     extra: Optional[Mapping[str, Any]] = None) -> str:
     """Atomically write a compact (default) or full checkpoint; ``optimizer`` / ``lr_scheduler`` None leaves
     them out (a model-only checkpoint). ``extra`` adds plain entries (e.g. ``best_accu``). A compact checkpoint
-    whose CLIP could not be rebuilt (CLIP taken from a checkpoint in the same folder) is written full instead."""
+    whose CLIP could not be rebuilt (CLIP taken from another checkpoint's tensors) is written full instead, so it
+    provides its CLIP itself."""
     clash = sorted(set(extra or {}) & set(_RESERVED))
     if clash:
         raise ValueError(f"save_checkpoint: extra entries {clash} would overwrite checkpoint fields")
     model = _unwrap(model)
-    if not full and not _rebuildable(model.clip_source, path):
+    if not full and not _rebuildable(model.clip_source):
         print(f"| {path}: CLIP came from {model.clip_source.get('spec') or 'an unknown source'}, which a compact "
               "checkpoint could not rebuild it from: writing a full checkpoint")
         full = True
@@ -257,7 +257,9 @@ def _refresh_clip_source(model: torch.nn.Module, ckpt: Mapping[str, Any]) -> Non
     if stored.get("sha256") == sha and stored.get("spec"):
         model.clip_source = dict(stored)
     elif before != sha:
-        model.clip_source.update(spec=CHECKPOINT_SPEC_PREFIX + str(ckpt.get("checkpoint_path", "")), seed=None)
+        path = str(ckpt.get("checkpoint_path", ""))
+        model.clip_source.update(spec=CHECKPOINT_SPEC_PREFIX + path, seed=None,
+                                 origin={"kind": "checkpoint", "file": path})
 
 
 def load_model_state(model: torch.nn.Module, ckpt: Mapping[str, Any]) -> Dict[str, Any]:
