@@ -5,6 +5,7 @@ Runs as a plain process (``python train_clip_vg.py ...``) or under torchrun / to
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -13,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import engine
-from datasets import build_dataset
+from datasets import DataCache, build_dataset
 from datasets.loader import build_loader
 from models import build_model, build_model_from_checkpoint, count_parameters, describe_parameters
 from utils.checkpoint import (convert_official_optimizer_state, convert_official_scheduler_state, load_checkpoint,
@@ -83,8 +84,9 @@ def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimiz
         scheduler.load_state_dict(scheduler_state_for(ckpt["lr_scheduler"], optimizer, scheduler, where))
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
-    """Train per ``args``; returns the summary that is also written to ``result.json``."""
+def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
+    """Train per ``args``; returns the summary that is also written to ``result.json``. ``data_cache``: the caller's
+    ``DataCache`` when it runs several runs in one process (default: this run's own)."""
     device = args.device
     out_dir = prepare_output_dir(args.output_dir)
     resume = resolve_checkpoint_path(args.resume, out_dir, "--resume")
@@ -96,8 +98,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if ckpt is not None:
         adopt_checkpoint_settings(args, ckpt)
     train_split = "train" if args.sup_type == "full" else "train_pseudo"
-    dataset_train = None if args.eval else build_dataset(train_split, args, train=True)
-    dataset_val = build_dataset("val", args, train=False)
+    data_cache = data_cache if data_cache is not None else DataCache()
+    dataset_train = None if args.eval else build_dataset(train_split, args, train=True, cache=data_cache)
+    dataset_val = build_dataset("val", args, train=False, cache=data_cache)
 
     set_deterministic(args.deterministic)
     seed_everything(args.seed + get_rank())
@@ -197,9 +200,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
-    return run_distributed("train", run, argv)
+def main(argv: Optional[Sequence[str]] = None, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
+    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process; so does the in-process launcher,
+    with its ``data_cache``)."""
+    return run_distributed("train", functools.partial(run, data_cache=data_cache), argv)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from curriculum.driver import budget_epochs, default_min_samples
 from curriculum.runner import (REPO_ROOT, RunFailedError, TrainLauncher, file_fingerprint, log_tail,
                                spawn_streaming)
 from curriculum.selection import prepare_split_root
+from datasets import DataCache
 from datasets.records import load_split_file, parse_records
 from demo.jobs import Job, run_jobs
 from demo.synthetic import SyntheticConfig, generate
@@ -147,6 +148,9 @@ class Demo:
         self.run_cache = os.path.join(self.out, "run_cache")
         self._scenes: Optional[Dict[str, Any]] = None
         self._eval_lock = threading.Lock()
+        # the evaluations in this process (one at a time) share their data sets' cache: each split's queries are
+        # tokenised once, not once per model
+        self._eval_data = DataCache()
         os.makedirs(self.out, exist_ok=True)
 
     # -------------------------------------------------------------------------------------------- shared
@@ -379,7 +383,7 @@ class Demo:
                 stats = eval_script.main(["--eval_model", checkpoint, "--dataset", "synthetic", "--eval_set", split,
                                           "--data_root", self.data_root, "--split_root", self.split_root,
                                           "--output_dir", out_dir, "--device", self.device, "--num_workers", "0",
-                                          "--save_predictions", predictions])
+                                          "--save_predictions", predictions], data_cache=self._eval_data)
                 cached = self._store(f"eval_{name}_{split}", key, {
                     "accuracy": stats[f"{split}_set_accuracy"], "miou": stats[f"{split}_set_miou"],
                     "samples": stats["samples"], "by_kind": accuracy_by_kind(predictions, split_file),
