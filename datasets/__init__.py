@@ -14,8 +14,8 @@ from datasets.records import (DATASETS, TRAIN_SPLITS, BadSampleError, GroundingR
                               tuple_to_record)
 from datasets.transforms import build_transform, canvas_to_original
 
-__all__ = ["DATASETS", "BadSampleError", "DataCache", "GroundingDataset", "GroundingRecord", "ImageLoadError", "build_dataset",
-           "canvas_to_original", "record_to_tuple", "tuple_to_record"]
+__all__ = ["DATASETS", "BadSampleError", "DataCache", "GroundingDataset", "GroundingRecord", "ImageLoadError",
+           "build_dataset", "canvas_to_original", "record_to_tuple", "tuple_to_record"]
 
 
 def build_dataset(split: str, args: argparse.Namespace, train: Optional[bool] = None,

@@ -47,6 +47,7 @@ def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
 
 
 def article(phrase: str) -> str:
+    """The indefinite article of ``phrase``."""
     return "an" if phrase[:1] in "aeiou" else "a"
 
 
@@ -57,6 +58,7 @@ def _noun(category: Optional[str], rng: np.random.Generator, synonym_rate: float
 
 
 def noun_phrase(spec: ExpressionSpec, rng: np.random.Generator, synonym_rate: float = _SYNONYM_RATE) -> str:
+    """Size word, colour and noun of ``spec`` (a synonym of the class with probability ``synonym_rate``)."""
     words = []
     if spec.size:
         words.append(_pick(rng, SIZE_WORDS[spec.size]) if rng.random() < 0.4 else spec.size)

@@ -328,6 +328,7 @@ def sample_scene(config: SyntheticConfig, split: str, index: int, image: str) ->
 
 
 def grid_location(obj: SceneObject, side: float) -> Tuple[str, ...]:
+    """Where ``obj`` is on a 3x3 grid of the image: (vertical, horizontal) words, one of them, or ``("middle",)``."""
     h = "left" if obj.cx < side / 3 else "right" if obj.cx > 2 * side / 3 else ""
     v = "top" if obj.cy < side / 3 else "bottom" if obj.cy > 2 * side / 3 else ""
     return tuple(w for w in (v, h) if w) or ("middle",)
