@@ -7,13 +7,14 @@ accuracy@0.6-0.9, and accuracy@0.5 by expression length and by spatial words (``
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import engine
-from datasets import build_dataset
+from datasets import DataCache, build_dataset
 from datasets.loader import build_loader
 from models import build_model_from_checkpoint, describe_parameters
 from utils.checkpoint import load_checkpoint, load_model_state
@@ -25,9 +26,11 @@ from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare
                              resolve_checkpoint_path, run_cli, run_distributed)
 
 
-def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
+def evaluate_split(args: argparse.Namespace, data_cache: Optional[DataCache] = None
+                   ) -> Tuple[engine.EvalResult, Any]:
     """Load ``--eval_model`` (CLIP weights from the checkpoint itself), predict every sample of
-    ``--eval_set`` exactly once over all processes, and return the result with the dataset."""
+    ``--eval_set`` exactly once over all processes, and return the result with the dataset (built with the
+    caller's ``data_cache``, default its own)."""
     if not args.eval_model:
         raise SystemExit("--eval_model is required: the checkpoint to evaluate")
     checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
@@ -44,7 +47,7 @@ def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
             raise InputError(error)
     ckpt = load_checkpoint(checkpoint_path)
     adopt_checkpoint_settings(args, ckpt)
-    dataset = build_dataset(args.eval_set, args, train=False)
+    dataset = build_dataset(args.eval_set, args, train=False, cache=data_cache)
     seed_everything(args.seed + get_rank())
     model = build_model_from_checkpoint(ckpt, args)
     load_model_state(model, ckpt)
@@ -77,9 +80,9 @@ def write_eval_report(args: argparse.Namespace, metrics: Dict[str, Any], rows: L
                         numbers={"checkpoint": args.eval_model, "split": args.eval_set, "metrics": metrics})
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
+def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
     tic = time.perf_counter()
-    result, dataset = evaluate_split(args)
+    result, dataset = evaluate_split(args, data_cache)
     queries = [dataset.records_by_index[i].query for i in result.indices.tolist()]
     metrics = grounding_metrics(result.iou.tolist(), queries)
     split = args.eval_set
@@ -105,9 +108,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return stats
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
-    return run_distributed("eval", run, argv)
+def main(argv: Optional[Sequence[str]] = None, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
+    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process; so does the demo, with its
+    ``data_cache``)."""
+    return run_distributed("eval", functools.partial(run, data_cache=data_cache), argv)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ Runs on any number of processes; every sample is scored exactly once, in split o
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import engine
 from curriculum.reliability import write_scoring_outputs
+from datasets import DataCache
 from eval import GALLERY_SIZE, evaluate_split, sample_gallery
 from utils.io import write_jsonl
 from utils.misc import barrier, is_main_process
@@ -42,8 +44,8 @@ def write_reliability_report(args: argparse.Namespace, rows: List[Dict[str, Any]
                                "box (green); the accuracy tables read it as the measurer's IoU."])
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
-    result, dataset = evaluate_split(args)
+def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
+    result, dataset = evaluate_split(args, data_cache)
     summary: Dict[str, Any] = {}
     if is_main_process():
         rows = engine.prediction_rows(result, dataset, args.imsize)
@@ -62,9 +64,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
-    return run_distributed("reliability", run, argv)
+def main(argv: Optional[Sequence[str]] = None, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
+    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process; so does the in-process launcher,
+    with its ``data_cache``)."""
+    return run_distributed("reliability", functools.partial(run, data_cache=data_cache), argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ and returns the run's existing ``result.json`` (exit status 0), so rerunning a f
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import engine
-from datasets import build_dataset
+from datasets import DataCache, build_dataset
 from datasets.loader import build_loader
 from models import build_model, build_model_from_checkpoint, count_parameters, describe_parameters
 from utils.checkpoint import (convert_official_optimizer_state, convert_official_scheduler_state, load_checkpoint,
@@ -172,8 +173,9 @@ def report_skipped_samples(dataset: Any, split: str) -> None:
               f"{skipped[0]}; `python -m datasets.check` lists them)")
 
 
-def run(args: argparse.Namespace) -> Dict[str, Any]:
-    """Train per ``args``; returns the summary that is also written to ``result.json``."""
+def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
+    """Train per ``args``; returns the summary that is also written to ``result.json``. ``data_cache``: the caller's
+    ``DataCache`` when it runs several runs in one process (default: this run's own)."""
     device = args.device
     if args.overwrite and (args.resume or args.eval):
         raise UsageError("--overwrite starts a new run and --resume continues one: give only one of them")
@@ -189,8 +191,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if ckpt is not None:
         adopt_checkpoint_settings(args, ckpt)
     train_split = "train" if args.sup_type == "full" else "train_pseudo"
-    dataset_train = None if args.eval else build_dataset(train_split, args, train=True)
-    dataset_val = build_dataset("val", args, train=False)
+    data_cache = data_cache if data_cache is not None else DataCache()
+    dataset_train = None if args.eval else build_dataset(train_split, args, train=True, cache=data_cache)
+    dataset_val = build_dataset("val", args, train=False, cache=data_cache)
 
     set_deterministic(args.deterministic)
     seed_everything(args.seed + get_rank())
@@ -293,9 +296,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process)."""
-    return run_distributed("train", run, argv)
+def main(argv: Optional[Sequence[str]] = None, data_cache: Optional[DataCache] = None) -> Dict[str, Any]:
+    """Entry point; ``argv`` like ``sys.argv[1:]`` (tests call this in-process; so does the in-process launcher,
+    with its ``data_cache``)."""
+    return run_distributed("train", functools.partial(run, data_cache=data_cache), argv)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from datasets.records import load_split_file, split_path
-from datasets.synthetic import DATASET, SyntheticConfig, generate
+from demo.synthetic import DATASET, SyntheticConfig, generate
 from models import build_model
 from models.clip_backbone import CLIP_ARCHS, RANDOM_PREFIX
 from utils.args import parse_args

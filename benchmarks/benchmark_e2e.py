@@ -1,7 +1,7 @@
 """End-to-end training throughput: the real loader on the synthetic world feeding the real training step, one
 JSON object on stdout.
 
-The synthetic referring world (``datasets.synthetic``) is generated into a work folder (its ``train_pseudo`` split:
+The synthetic referring world (``demo.synthetic``) is generated into a work folder (its ``train_pseudo`` split:
 the first ``steps * batch_size`` train samples), then training runs as ``train_clip_vg.py`` runs it (the default
 unsupervised setting on ``train_pseudo``, recipe augmentation, ``build_loader``, ``build_optimizer``,
 ``engine.train_one_epoch``) for ``--warmup_epochs`` untimed and ``--epochs`` timed epochs of ``--steps`` batches
@@ -30,7 +30,7 @@ from benchmarks._common import (build_benchmark_model, emit_from_work_dir, envir
                                 set_threads, shared_args, synchronize, synthetic_world)
 from datasets import build_dataset
 from datasets.loader import build_loader
-from datasets.synthetic import DATASET
+from demo.synthetic import DATASET
 from models import count_parameters
 from train_clip_vg import build_optimizer
 

@@ -28,7 +28,7 @@ import torch
 
 from benchmarks._common import (build_benchmark_model, emit_from_work_dir, environment, model_spec, positive_int,
                                 resolve_device, shared_args, synthetic_world)
-from datasets.synthetic import DATASET
+from demo.synthetic import DATASET
 from utils.checkpoint import save_checkpoint
 
 SCRIPTS = {"eval": "eval.py", "reliability": "eval_for_reliability_distribution.py"}

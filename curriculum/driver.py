@@ -9,6 +9,7 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from curriculum.runner import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT, INPROCESS, ScoreLauncher, TrainLauncher
+from datasets.cache import DataCache
 from utils.args import SCRIPT_DEFAULTS, given_flags
 
 PUBLISHED_EPOCHS = 110
@@ -216,12 +217,14 @@ def make_launchers(args: argparse.Namespace, train_args: Sequence[str]
     arguments, then ``--score_args``). Candidates trained several at a time (``--parallel_candidates``) need
     processes of their own: with ``--launcher inprocess`` they are started as fresh interpreters."""
     echo = "all" if args.verbose else "progress"
-    train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo, run_cache=args.run_cache)
+    data_cache = DataCache()  # one for every run made in this process ('inprocess')
+    train = TrainLauncher(args.launcher, args.train_script, train_args, echo=echo, run_cache=args.run_cache,
+                          data_cache=data_cache)
     candidate = train
     if args.parallel_candidates > 1 and args.launcher == INPROCESS:
         candidate = TrainLauncher(sys.executable, args.train_script, train_args, echo=echo, run_cache=args.run_cache)
     score = ScoreLauncher(args.launcher, args.score_script, [*train_args, *shlex.split(args.score_args)],
-                          echo=echo, run_cache=args.run_cache)
+                          echo=echo, run_cache=args.run_cache, data_cache=data_cache)
     return train, candidate, score
 
 

@@ -30,6 +30,7 @@ import datetime
 import fcntl
 import hashlib
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -45,6 +46,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import torch
 
 from curriculum.selection import prepare_split_root
+from datasets.cache import DataCache
 from utils.io import write_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -299,7 +301,8 @@ class _Launcher:
 
     def __init__(self, script: str, launcher: Union[str, Sequence[str], None] = None,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> None:
+                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                 data_cache: Optional[DataCache] = None) -> None:
         if echo not in ("progress", "all", "none"):
             raise ValueError(f"echo={echo!r}: expected 'progress', 'all' or 'none'")
         self.prefix = launcher_prefix(launcher)
@@ -314,6 +317,8 @@ class _Launcher:
         self.cwd = cwd
         self.echo = echo
         self.run_cache = RunCache(run_cache) if run_cache else None
+        # 'inprocess': the runs' data sets share this (a script's main that takes ``data_cache`` gets it)
+        self.data_cache = data_cache if data_cache is not None else DataCache()
 
     def _attempt(self, command: List[str], log_path: str, tag: str, attempt: int,
                  on_start: Callable[[int], None]) -> int:
@@ -348,7 +353,9 @@ class _Launcher:
             with contextlib.closing(_LineTee(emit)) as tee, contextlib.redirect_stdout(tee), \
                     contextlib.redirect_stderr(tee), contextlib.chdir(self.cwd):
                 try:
-                    _load_script(self.script).main(argv)
+                    main = _load_script(self.script).main
+                    shared = "data_cache" in inspect.signature(main).parameters
+                    main(argv, **({"data_cache": self.data_cache} if shared else {}))
                 except SystemExit as exc:
                     return _exit_status(exc.code)
                 except Exception:
@@ -466,8 +473,9 @@ class TrainLauncher(_Launcher):
 
     def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_TRAIN_SCRIPT,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> None:
-        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env)
+                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                 data_cache: Optional[DataCache] = None) -> None:
+        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env, data_cache)
 
     def command(self, run_dir: str, dataset: str, data_root: str, epochs: int,
                 max_steps: Optional[int] = None) -> List[str]:
@@ -503,8 +511,9 @@ class ScoreLauncher(_Launcher):
 
     def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_SCORE_SCRIPT,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> None:
-        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env)
+                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                 data_cache: Optional[DataCache] = None) -> None:
+        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env, data_cache)
 
     def command(self, run_dir: str, eval_model: str, dataset: str, data_root: str,
                 eval_set: str = "train_pseudo") -> List[str]:

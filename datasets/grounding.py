@@ -5,6 +5,10 @@ means the query alone), then the text is lower-cased and tokenised once, at cons
 ``clip.tokenize(..., context_length=max_query_len, truncate=True)``. Longer queries are truncated and reported in
 one line per dataset (count and first sample index).
 
+Caching: the data set's ``DataCache`` (``datasets/cache.py``, given by whoever builds several data sets in one
+process, else its own) holds the query tokens and, with ``cache_images``, the decoded images or transformed canvases;
+with ``cache_images`` and a deterministic transform the data set also keeps each item it built (for its own life).
+
 Items are dicts that ``torch.utils.data.default_collate`` batches::
 
     img (3, S, S) float32 | img_mask (S, S) bool, True = padding | text (Lq,) int64, 0 = padding
@@ -25,15 +29,15 @@ import os
 import random
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import clip
 import torch
 from clip.simple_tokenizer import SimpleTokenizer
 from PIL import Image
 from torch.utils.data import Dataset
 
+from datasets.cache import DataCache
 from datasets.records import (BadSampleError, GroundingRecord, check_split_name, image_dir, load_split,
                               parse_records, split_paths)
-from datasets.transforms import Canvas, EvalTransform, Transformed, TrainTransform
+from datasets.transforms import EvalTransform, Transformed, TrainTransform
 from utils.box_ops import box_placement, clip_xyxy
 from utils.errors import InputError
 
@@ -85,13 +89,9 @@ def _bpe() -> SimpleTokenizer:
     return SimpleTokenizer()
 
 
-_TOKENS: Dict[Tuple[str, int], torch.Tensor] = {}
-"""``clip.tokenize`` rows (int32) by (text, context length), kept for the life of the process: the runs an
-in-process driver makes one after another tokenise mostly the same texts, and CLIP's text cleaning is slow."""
-
-
-def tokenize_queries(texts: Sequence[str], context_length: int) -> Tuple[torch.Tensor, torch.Tensor, List[int]]:
-    """Tokenise ``texts`` with ``clip.tokenize(..., truncate=True)``, each distinct text once.
+def tokenize_queries(texts: Sequence[str], context_length: int, cache: DataCache
+                     ) -> Tuple[torch.Tensor, torch.Tensor, List[int]]:
+    """Tokenise ``texts`` with ``clip.tokenize(..., truncate=True)``, each distinct text once (``cache.tokenize``).
 
     Returns ``(tokens, rows, long)``: ``tokens`` (U, context_length) int32 for the distinct texts, ``rows`` (N,)
     int64 with ``tokens[rows[i]]`` the ids of ``texts[i]``, and the positions ``i`` whose text was longer than
@@ -100,12 +100,7 @@ def tokenize_queries(texts: Sequence[str], context_length: int) -> Tuple[torch.T
     position: Dict[str, int] = {}
     rows = torch.tensor([position.setdefault(t, len(position)) for t in texts], dtype=torch.int64)
     unique = list(position)
-    new = [t for t in unique if (t, context_length) not in _TOKENS]
-    if new:
-        fresh = clip.tokenize(new, context_length=context_length, truncate=True).to(torch.int32)
-        _TOKENS.update(((t, context_length), row) for t, row in zip(new, fresh))
-    tokens = torch.stack([_TOKENS[t, context_length] for t in unique]) if unique \
-        else torch.zeros((0, context_length), dtype=torch.int32)
+    tokens = cache.tokenize(unique, context_length)
     # Only a text that fills the whole context can have been truncated; count its real length to be sure.
     full = torch.nonzero(tokens[:, -1] != 0).flatten().tolist()
     too_long = {u for u in full if len(_bpe().encode(unique[u])) + 2 > context_length}
@@ -132,22 +127,6 @@ def load_image(path: str, index: int) -> Image.Image:
         raise ImageLoadError(f"sample {index}: cannot read image {path}: {e}") from e
 
 
-_SHARED_CANVASES: Dict[Tuple[str, int, int, int], Canvas] = {}
-"""Canvases of ``--cache_images`` kept for the life of the process and shared by every data set in it, keyed by
-(image path, file size, modification time, imsize): the runs an in-process driver makes one after another (search
-candidates, final model) resize each image once, not once per run. The canvas is the same computation either way."""
-
-
-def shared_canvas(path: str, transform: EvalTransform | TrainTransform, index: int) -> Canvas:
-    """The canvas of the image at ``path`` under the deterministic ``transform`` (from ``_SHARED_CANVASES``)."""
-    stat = os.stat(path)
-    key = (path, stat.st_size, stat.st_mtime_ns, transform.imsize)
-    canvas = _SHARED_CANVASES.get(key)
-    if canvas is None:
-        canvas = _SHARED_CANVASES[key] = transform.canvas(load_image(path, index))
-    return canvas
-
-
 class GroundingDataset(Dataset):
     """One split of a grounding dataset (see the module docstring for the item layout).
 
@@ -156,11 +135,15 @@ class GroundingDataset(Dataset):
     printed line when ``skip_bad`` (training), and raise naming the first and the count otherwise (evaluation).
     Every distinct image file must exist: the constructor checks them all (``os.path.exists``) and raises
     ``FileNotFoundError`` naming the first missing one.
+
+    ``cache``: where the query tokens and, with ``cache_images``, the decoded images (augmenting transform) or the
+    transformed canvases (deterministic transform) are kept; a fresh one of its own when not given.
     """
 
     def __init__(self, dataset: str, split: str, data_root: str, split_root: str,
                  transform: EvalTransform | TrainTransform, max_query_len: int = 77, prompt: Optional[str] = None,
-                 skip_bad: bool = False, seed: int = 0, cache_images: bool = False):
+                 skip_bad: bool = False, seed: int = 0, cache_images: bool = False,
+                 cache: Optional[DataCache] = None):
         check_split_name(dataset, split)
         check_prompt(prompt)
         self.dataset, self.split, self.transform = dataset, split, transform
@@ -168,12 +151,10 @@ class GroundingDataset(Dataset):
         # Shared with DataLoader workers (persistent ones too), so set_epoch reaches them.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.image_dir = image_dir(data_root, dataset)
-        # --cache_images: decoded images, or with a deterministic transform (evaluation, training without
-        # augmentation) the transformed canvases (``shared_canvas``, one per image for the whole process) and, since
-        # every item is then deterministic too, the items, built once per position (sharing the canvas's tensors).
-        self._image_cache: Optional[Dict[str, Image.Image]] = {} if cache_images and transform.random else None
-        self._canvases = cache_images and not transform.random
-        self._item_cache: Optional[Dict[int, Dict[str, Any]]] = {} if self._canvases else None
+        self.cache = cache if cache is not None else DataCache()
+        self._cache_images = cache_images
+        # With cached canvases every item is deterministic too: built once per position (sharing the canvas's tensors).
+        self._items: Optional[Dict[int, Dict[str, Any]]] = {} if cache_images and not transform.random else None
         files = ", ".join(split_paths(split_root, dataset, split))
         records, bad = parse_records(load_split(split_root, dataset, split), dataset)
         if bad and not skip_bad:
@@ -188,7 +169,7 @@ class GroundingDataset(Dataset):
         self._outside = torch.zeros(len(records), dtype=torch.bool).share_memory_()
         self._check_images(data_root, split_root)
         self.texts = [apply_prompt(r.query, prompt) for r in records]
-        self._tokens, self._rows, long = tokenize_queries(self.texts, max_query_len)
+        self._tokens, self._rows, long = tokenize_queries(self.texts, max_query_len, self.cache)
         if long:
             print(f"| warning: {len(long)} {dataset} {split} quer{'y' if len(long) == 1 else 'ies'} longer than "
                   f"{max_query_len} tokens truncated (first: sample {records[long[0]].index})")
@@ -216,15 +197,11 @@ class GroundingDataset(Dataset):
         return os.path.join(self.image_dir, record.image)
 
     def load_image(self, record: GroundingRecord) -> Image.Image:
-        """The RGB image of ``record``; with ``cache_images`` and an augmenting transform decoded once per process
-        and kept in memory (the transforms never modify an image in place)."""
+        """The RGB image of ``record`` (with ``cache_images``, decoded once: ``DataCache.image``)."""
         path = self.image_path(record)
-        if self._image_cache is None:
+        if not self._cache_images:
             return load_image(path, record.index)
-        image = self._image_cache.get(path)
-        if image is None:
-            image = self._image_cache[path] = load_image(path, record.index)
-        return image
+        return self.cache.image(path, lambda p: load_image(p, record.index))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -243,21 +220,22 @@ class GroundingDataset(Dataset):
         return torch.tensor(clip_xyxy(record.box_xyxy, width, height), dtype=torch.float32)
 
     def transformed(self, record: GroundingRecord, text: str) -> Transformed:
-        """The transform's output for ``record``; on the shared canvas of its image with cached canvases."""
-        if not self._canvases:
+        """The transform's output for ``record`` (its box clipped to the image, ``usable_box``); on the cached
+        canvas of its image with ``cache_images`` and a deterministic transform."""
+        if self._items is None:
             image = self.load_image(record)
             box = self.usable_box(record, *image.size)
             rng = self.augmentation_rng(record.index) if self.transform.random else None
             return self.transform(image, box, text, rng)
-        canvas = shared_canvas(self.image_path(record), self.transform, record.index)
+        canvas = self.cache.canvas(self.image_path(record), self.transform, lambda p: load_image(p, record.index))
         return canvas.place(self.usable_box(record, *canvas.image_size))
 
     def __getitem__(self, i: int) -> Dict[str, Any]:
-        if self._item_cache is None:
+        if self._items is None:
             return self._item(i)
-        item = self._item_cache.get(i)
+        item = self._items.get(i)
         if item is None:
-            item = self._item_cache[i] = self._item(i)
+            item = self._items[i] = self._item(i)
         return dict(item)
 
     def _item(self, i: int) -> Dict[str, Any]:

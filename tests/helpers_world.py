@@ -18,7 +18,7 @@ from typing import Dict, List
 
 import torch
 
-from datasets.synthetic import SyntheticConfig, generate
+from demo.synthetic import SyntheticConfig, generate
 from helpers_clip import TINY_IMSIZE, tiny_args, write_tiny_clip_file
 from models import build_model
 from utils.checkpoint import save_checkpoint

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from models.clip_pretrain import (TinyClipConfig, encode_text, load_caption_corpus, main, normalize_images,
+from demo.tiny_clip import (TinyClipConfig, encode_text, load_caption_corpus, main, normalize_images,
                                   pretrain_tiny_clip, retrieval_accuracy, save_openai_checkpoint, split_corpus)
 
 # clip.load and these tests read OpenAI's TorchScript format through torch.jit.load, which torch marks deprecated.

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, default_collate
 
-from datasets import DATASETS, BadSampleError, ImageLoadError, build_dataset, canvas_to_original
+from datasets import DATASETS, BadSampleError, DataCache, ImageLoadError, build_dataset, canvas_to_original
 from datasets.grounding import tokenize_queries
 from datasets.records import IMAGE_DIRS, LAYOUTS
 from utils.args import parse_args
@@ -242,9 +242,11 @@ def test_cache_images_decodes_each_file_once_and_changes_no_item(tmp_path, monke
 def test_cache_images_without_augmentation_transforms_each_image_once_bit_for_bit(tmp_path, monkeypatch):
     rows = ROWS + [("a.jpg", (12, 22, 40, 50), "the red block again")]
     make_dataset(tmp_path, "unc", {"train": rows, "val": rows})
+    cache = DataCache()  # shared by the data sets of one process, as the in-process launcher shares its own
     for split, train in (("train", True), ("val", False)):
         plain = build_dataset(split, make_args(tmp_path, "unc", "--no-aug_color"), train=train)
-        cached = build_dataset(split, make_args(tmp_path, "unc", "--no-aug_color", "--cache_images"), train=train)
+        cached = build_dataset(split, make_args(tmp_path, "unc", "--no-aug_color", "--cache_images"), train=train,
+                               cache=cache)
         assert not cached.transform.random
         opened = []
         real_open = Image.open
@@ -260,25 +262,31 @@ def test_cache_images_without_augmentation_transforms_each_image_once_bit_for_bi
         assert cached[0]["box"] is not None
         before = cached[0]["img"]
         # plain: every item of both passes; cached: each image once, shared by both samples on a.jpg, and by every
-        # data set of the process (the val set reuses the train set's canvases: the same images and imsize)
+        # data set built with the same cache (the val set reuses the train set's canvases: the same images and imsize)
         once = 1 if split == "train" else 0
         assert opened.count("a.jpg") == 2 * 2 + once and opened.count("b.png") == 2 + once
         monkeypatch.undo()
-    # a rewritten image is read again (the shared canvases are keyed by the file's size and modification time)
+    # a rewritten image is read again (the cached canvases are keyed by the file's size and modification time)
     path = plain.image_path(plain.records[0])
     assert plain.records[0].image == "a.jpg"
     stat = os.stat(path)
     Image.open(path).convert("RGB").transpose(Image.FLIP_LEFT_RIGHT).save(path)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10 ** 9))
     plain = build_dataset("val", make_args(tmp_path, "unc", "--no-aug_color"), train=False)
-    cached = build_dataset("val", make_args(tmp_path, "unc", "--no-aug_color", "--cache_images"), train=False)
+    cached = build_dataset("val", make_args(tmp_path, "unc", "--no-aug_color", "--cache_images"), train=False,
+                           cache=cache)
     assert torch.equal(plain[0]["img"], cached[0]["img"]) and not torch.equal(plain[0]["img"], before)
 
 
-def test_query_tokens_are_clip_tokenize_and_reused_across_data_sets():
+def test_query_tokens_are_clip_tokenize_and_reused_across_data_sets(monkeypatch):
     texts = ["the red block", "a blue ring left of the red block", "the red block", "zebra " * 80]
-    for context in (77, 8, 77):  # the second 77 comes from the process-wide cache
-        tokens, rows, long = tokenize_queries(texts, context)
-        assert torch.equal(tokens[rows], clip.tokenize(texts, context_length=context, truncate=True).to(torch.int32))
+    cache = DataCache()
+    tokenized = []
+    real_tokenize = clip.tokenize
+    monkeypatch.setattr(clip, "tokenize", lambda t, **k: tokenized.append(list(t)) or real_tokenize(t, **k))
+    for context in (77, 8, 77):  # the second 77 comes from the cache
+        tokens, rows, long = tokenize_queries(texts, context, cache)
+        assert torch.equal(tokens[rows], real_tokenize(texts, context_length=context, truncate=True).to(torch.int32))
         assert tokens.shape == (3, context)  # each distinct text once
         assert long == ([1, 3] if context == 8 else [3])
+    assert tokenized == [list(dict.fromkeys(texts))] * 2  # each distinct text once per context length

@@ -5,9 +5,9 @@ import os
 
 import torch
 
-import demo
+from demo import pipeline
 from curriculum.driver import budget_epochs
-from datasets.synthetic import KINDS
+from demo.synthetic import KINDS
 
 MODELS = ("all template labels (no selection)", "SSA (template)", "MSA (template + caption + relation)",
           "fully supervised (ground truth)")
@@ -15,17 +15,17 @@ MODELS = ("all template labels (no selection)", "SSA (template)", "MSA (template
 
 def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
     out = tmp_path / "demo"
-    results = demo.main(["--output_dir", str(out), "--preset", "quick"])
+    results = pipeline.main(["--output_dir", str(out), "--preset", "quick"])
 
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["results"] == results["results"]
     for name in (*MODELS, "centre box", "largest object"):
-        for split in demo.SPLITS:
+        for split in pipeline.SPLITS:
             score = on_disk["results"][name][split]
             assert 0.0 <= score["accuracy"] <= 1.0 and 0.0 <= score["miou"] <= 1.0
             assert score["samples"] > 0
     for name in MODELS:  # per expression kind: the counts and hits add up to the whole split
-        for split in demo.SPLITS:
+        for split in pipeline.SPLITS:
             score = on_disk["results"][name][split]
             by_kind = score["by_kind"]
             assert set(by_kind) <= set(KINDS) and sum(k["samples"] for k in by_kind.values()) == score["samples"]
@@ -40,7 +40,7 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
     # counts make up the accuracy difference (up to the same sample of slack per model as above)
     assert [(t["model"], t["baseline"]) for t in on_disk["paired_tests"]] == list(zip(MODELS[1:], MODELS))
     for test in on_disk["paired_tests"]:
-        for split in demo.SPLITS:
+        for split in pipeline.SPLITS:
             model, baseline = on_disk["results"][test["model"]][split], on_disk["results"][test["baseline"]][split]
             difference = (model["accuracy"] - baseline["accuracy"]) * model["samples"]
             assert abs(test[split]["only_model"] - test[split]["only_baseline"] - difference) <= 2 + 1e-6
@@ -69,7 +69,7 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
 
     checkpoint = out / "runs" / "baseline_all_template" / "output" / "best_checkpoint.pth"
     before = checkpoint.stat().st_mtime_ns
-    again = demo.main(["--output_dir", str(out), "--preset", "quick"])
+    again = pipeline.main(["--output_dir", str(out), "--preset", "quick"])
     assert again["results"] == results["results"] and again["paired_tests"] == results["paired_tests"]
     assert checkpoint.stat().st_mtime_ns == before
     assert "pseudo labels: cached" in capsys.readouterr().out
@@ -77,9 +77,9 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
 
 def test_quick_demo_with_an_update_budget_gives_every_run_that_many_steps(tmp_path):
     out = tmp_path / "demo"
-    demo.main(["--output_dir", str(out), "--preset", "quick"])
+    pipeline.main(["--output_dir", str(out), "--preset", "quick"])
     # a changed configuration in the same output folder: the SSA / MSA drivers restart their steps, no refusal
-    results = demo.main(["--output_dir", str(out), "--preset", "quick", "--update_budget", "40"])
+    results = pipeline.main(["--output_dir", str(out), "--preset", "quick", "--update_budget", "40"])
     batch = 16  # the quick preset's --batch_size, one process
     logged = {}
     for name in ("baseline_all_template", "supervised"):
@@ -107,15 +107,15 @@ def test_on_object_rate_counts_boxes_on_any_shape(tmp_path):
             {"image": "a.jpg", "pred_xyxy": [0, 0, 10, 20]}]      # IoU exactly 0.5 with the first: counts
     path = tmp_path / "val.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert demo.on_object_rate(str(path), scenes) == 0.75
+    assert pipeline.on_object_rate(str(path), scenes) == 0.75
 
 
 def test_training_processes_get_one_lanes_threads_whatever_is_idle(tmp_path, monkeypatch):
     # a run's thread count changes its float rounding: a share that depended on which lanes idle would make two
     # runs of one seed differ, so every training process gets one lane's threads; evaluations may take more
-    monkeypatch.setattr(demo, "available_cpus", lambda: 8)
-    config = demo.PRESETS["full"]
-    d = demo.Demo(str(tmp_path), config, 0, "cpu")
+    monkeypatch.setattr(pipeline, "available_cpus", lambda: 8)
+    config = pipeline.PRESETS["full"]
+    d = pipeline.Demo(str(tmp_path), config, 0, "cpu")
     assert config.parallel_runs == 2 and d.training_env() == {"OMP_NUM_THREADS": "4"}
     assert d.lane_threads(2) == 8
     captured = []
@@ -127,8 +127,8 @@ def test_training_processes_get_one_lanes_threads_whatever_is_idle(tmp_path, mon
         def run(self, *args, **kwargs):
             return {"result": {"val_accu": 0.5, "best_epoch": 0}}
 
-    monkeypatch.setattr(demo, "TrainLauncher", Launcher)
-    job = demo.Job("x", lambda done, lanes: d._train("x", [("a.jpg", "", [0, 0, 1, 1], "a", "")] * 64, 1, None, (),
+    monkeypatch.setattr(pipeline, "TrainLauncher", Launcher)
+    job = pipeline.Job("x", lambda done, lanes: d._train("x", [("a.jpg", "", [0, 0, 1, 1], "a", "")] * 64, 1, None, (),
                                                      "train_pseudo"))
-    assert demo.run_jobs([job], 2)["x"]["val_accu"] == 0.5  # alone on two lanes, still one lane's threads
+    assert pipeline.run_jobs([job], 2)["x"]["val_accu"] == 0.5  # alone on two lanes, still one lane's threads
     assert captured == [{"OMP_NUM_THREADS": "4"}]

@@ -1,11 +1,11 @@
-"""``utils.jobs.run_jobs``: the demo's lanes. Jobs wait for what they need, the list order is the priority, no more
+"""``demo.jobs.run_jobs``: the demo's lanes. Jobs wait for what they need, the list order is the priority, no more
 than ``lanes`` run at once, and a failure stops new jobs and is raised."""
 import threading
 from collections import defaultdict
 
 import pytest
 
-from utils.jobs import Job, run_jobs
+from demo.jobs import Job, run_jobs
 
 
 class Recorder:

@@ -30,7 +30,7 @@ def _class_agreement(samples, gt, lexicon):
 
 
 def test_pseudo_labels_on_the_synthetic_world(tmp_path):
-    import datasets.synthetic as synthetic
+    import demo.synthetic as synthetic
     config = synthetic.SyntheticConfig(seed=0, n_train_images=40, n_val_images=1, n_testA_images=1,
                                        n_testB_images=1, n_pretrain=0)
     paths = synthetic.generate(str(tmp_path / "data"), str(tmp_path / "split"), config)["paths"]

@@ -11,10 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets import build_dataset, synthetic
-from datasets.synthetic import (CLASSES, COLOURS, FAMILIES, KINDS, SPLITS, ExpressionSpec, Pose, Scene,
-                                SceneObject, SyntheticConfig, _rng, build_world, class_texture, describe_matches,
-                                generate, main, output_paths, relation_holds, render_scene)
+from datasets import DATASETS, build_dataset
+from demo.synthetic import (CLASSES, COLOURS, FAMILIES, KINDS, SPLITS, ExpressionSpec, Pose, Scene, SceneObject,
+                            SyntheticConfig, build_world, class_texture, describe_matches, generate, output_paths,
+                            relation_holds, render_scene, rng_for)
+from demo.synthetic import world as world_writer
+from demo.synthetic.cli import main
 from utils.args import parse_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -215,8 +217,8 @@ def test_class_textures_only_darken_shapes_with_one_pattern_per_class(tmp_path):
     assert world.splits == build_world(dataclasses.replace(config, class_textures=False)).splits  # same scenes
     changed = 0
     for index, scene in enumerate(world.splits["train"]):
-        plain = np.asarray(render_scene(scene, _rng(config, "render", "train", index))).astype(int)
-        textured = np.asarray(render_scene(scene, _rng(config, "render", "train", index), True)).astype(int)
+        plain = np.asarray(render_scene(scene, rng_for(config, "render", "train", index))).astype(int)
+        textured = np.asarray(render_scene(scene, rng_for(config, "render", "train", index), True)).astype(int)
         inside = np.zeros(plain.shape[:2], dtype=bool)
         for obj in scene.objects:
             x1, y1, x2, y2 = (int(v) for v in obj.box)
@@ -346,7 +348,7 @@ def test_second_run_uses_the_cache_and_a_new_config_regenerates_and_drops_stale_
 
 
 def test_worker_processes_write_the_same_files_as_one_process(tmp_path, monkeypatch):
-    monkeypatch.setattr(synthetic, "_PARALLEL_MIN_IMAGES", 0)  # the tiny world would otherwise stay in-process
+    monkeypatch.setattr(world_writer, "_PARALLEL_MIN_IMAGES", 0)  # the tiny world would otherwise stay in-process
     config = dataclasses.replace(TINY, n_train_images=9, n_pretrain=7)
     one = output_paths(str(tmp_path / "one" / "data"), str(tmp_path / "one" / "splits"))
     two = output_paths(str(tmp_path / "two" / "data"), str(tmp_path / "two" / "splits"))
@@ -361,7 +363,7 @@ def test_cli_matches_the_library_and_rejects_bad_values(tmp_path, capsys):
     flags = ["--seed", "3", "--n_train_images", "6", "--n_val_images", "3", "--n_testA_images", "3",
              "--n_testB_images", "3", "--n_pretrain", "4"]
     cli_root = tmp_path / "cli"
-    proc = subprocess.run([sys.executable, "-m", "datasets.synthetic", "--data_root", str(cli_root / "data"),
+    proc = subprocess.run([sys.executable, "-m", "demo.synthetic", "--data_root", str(cli_root / "data"),
                            "--split_root", str(cli_root / "splits"), *flags], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -383,3 +385,13 @@ def test_cli_matches_the_library_and_rejects_bad_values(tmp_path, capsys):
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         SyntheticConfig(**{field: value})
+
+
+def test_the_core_knows_the_world_only_by_its_split_layout():
+    # training, evaluation, scoring and the curriculum drivers run on the synthetic data set without the demo package
+    code = ("import sys, datasets, engine, models, train_clip_vg, eval, eval_for_reliability_distribution, "
+            "curriculum.ssa, curriculum.msa; print(sorted(m for m in sys.modules if m.split('.')[0] == 'demo'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+    assert "synthetic" in DATASETS

@@ -10,7 +10,7 @@ import torch
 
 import eval as eval_script
 import train_clip_vg
-from datasets.synthetic import SyntheticConfig, generate
+from demo.synthetic import SyntheticConfig, generate
 from helpers_clip import write_tiny_clip_file
 from utils.checkpoint import load_checkpoint
 

@@ -7,7 +7,7 @@ archive with CLIP's fp16 weights), which ``clip.load(path)`` and the repo's ``--
 CLIP file. A ``<output>.json`` sidecar records the configuration, the training statistics and a cache key, so a
 rerun with the same corpus and settings returns at once.
 
-``python -m models.clip_pretrain --corpus PATH --output PATH [--image_resolution 96 --epochs N ...]``
+``python -m demo.tiny_clip --corpus PATH --output PATH [--image_resolution 96 --epochs N ...]``
 """
 from __future__ import annotations
 
@@ -353,7 +353,7 @@ def pretrain_tiny_clip(corpus_json: str, output_path: str, *, image_resolution: 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Command line: pretrain (or find cached) and print the statistics JSON on stdout."""
-    p = argparse.ArgumentParser("python -m models.clip_pretrain", description="pretrain a tiny CLIP on a caption corpus",
+    p = argparse.ArgumentParser("python -m demo.tiny_clip", description="pretrain a tiny CLIP on a caption corpus",
                                 allow_abbrev=False)
     p.add_argument("--corpus", required=True, help="caption_corpus.json")
     p.add_argument("--output", required=True, help="checkpoint path (OpenAI format; <output>.json gets the stats)")
