@@ -89,9 +89,10 @@ def _bpe() -> SimpleTokenizer:
     return SimpleTokenizer()
 
 
-def tokenize_queries(texts: Sequence[str], context_length: int, cache: DataCache
+def tokenize_queries(texts: Sequence[str], context_length: int, cache: Optional[DataCache] = None
                      ) -> Tuple[torch.Tensor, torch.Tensor, List[int]]:
-    """Tokenise ``texts`` with ``clip.tokenize(..., truncate=True)``, each distinct text once (``cache.tokenize``).
+    """Tokenise ``texts`` with ``clip.tokenize(..., truncate=True)``, each distinct text once (``cache.tokenize``;
+    without a cache, a throw-away one).
 
     Returns ``(tokens, rows, long)``: ``tokens`` (U, context_length) int32 for the distinct texts, ``rows`` (N,)
     int64 with ``tokens[rows[i]]`` the ids of ``texts[i]``, and the positions ``i`` whose text was longer than
@@ -100,7 +101,7 @@ def tokenize_queries(texts: Sequence[str], context_length: int, cache: DataCache
     position: Dict[str, int] = {}
     rows = torch.tensor([position.setdefault(t, len(position)) for t in texts], dtype=torch.int64)
     unique = list(position)
-    tokens = cache.tokenize(unique, context_length)
+    tokens = (cache or DataCache()).tokenize(unique, context_length)
     # Only a text that fills the whole context can have been truncated; count its real length to be sure.
     full = torch.nonzero(tokens[:, -1] != 0).flatten().tolist()
     too_long = {u for u in full if len(_bpe().encode(unique[u])) + 2 > context_length}
