@@ -14,18 +14,20 @@ import engine
 from datasets import build_dataset
 from datasets.loader import build_loader
 from models import build_model_from_checkpoint, describe_parameters
+from utils.cli import run_cli
 from utils.checkpoint import load_checkpoint, load_model_state
+from utils.errors import InputError, UsageError
 from utils.io import write_jsonl
 from utils.misc import get_rank, is_main_process, seed_everything
 from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
-                             resolve_checkpoint_path, run_cli, run_distributed)
+                             resolve_checkpoint_path, run_distributed)
 
 
 def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
     """Load ``--eval_model`` (CLIP weights from the checkpoint itself), predict every sample of
     ``--eval_set`` exactly once over all processes, and return the result with the dataset."""
     if not args.eval_model:
-        raise SystemExit("--eval_model is required: the checkpoint to evaluate")
+        raise UsageError("--eval_model is required: the checkpoint to evaluate")
     checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
     prepare_output_dir(args.output_dir)
     ckpt = load_checkpoint(checkpoint_path)

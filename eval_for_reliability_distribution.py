@@ -15,9 +15,10 @@ from typing import Any, Dict, Optional, Sequence
 import engine
 from curriculum.reliability import write_scoring_outputs
 from eval import evaluate_split
+from utils.cli import run_cli
 from utils.io import write_jsonl
 from utils.misc import barrier, is_main_process
-from utils.run_setup import SummaryWriterOnMain, run_cli, run_distributed
+from utils.run_setup import SummaryWriterOnMain, run_distributed
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:

@@ -17,16 +17,18 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from PIL import Image, ImageDraw
 
-from datasets.grounding import apply_prompt, check_prompt, load_image, tokenize_queries
+from datasets.grounding import load_image, tokenize_queries
 from datasets.transforms import EvalTransform, canvas_to_original
 from engine import autocast
 from models import build_model_from_checkpoint
 from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
 from utils.checkpoint import load_checkpoint, load_model_state
+from utils.cli import run_cli
 from utils.io import atomic_write_bytes
 from utils.misc import resolve_device
-from utils.run_setup import adopt_checkpoint_settings, run_cli
+from utils.prompt import apply_prompt, check_prompt
+from utils.run_setup import adopt_checkpoint_settings
 
 
 def image_format(path: str) -> str:

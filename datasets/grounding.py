@@ -26,25 +26,11 @@ from torch.utils.data import Dataset
 from datasets.records import (BadSampleError, GroundingRecord, check_split_name, image_dir, load_split,
                               parse_records, split_paths)
 from datasets.transforms import Canvas, EvalTransform, Transformed, TrainTransform
-
-PROMPT_PLACEHOLDER = "{pseudo_query}"
+from utils.prompt import apply_prompt, check_prompt
 
 
 class ImageLoadError(OSError):
     """A sample's image is missing or cannot be decoded (the message names the file and the sample index)."""
-
-
-def apply_prompt(query: str, prompt: Optional[str]) -> str:
-    """The text fed to the model: the prompt with the query in place of ``{pseudo_query}``, lower-cased."""
-    return (prompt.replace(PROMPT_PLACEHOLDER, query) if prompt else query).lower()
-
-
-def check_prompt(prompt: Optional[str]) -> None:
-    """Raise ValueError when a non-empty ``--prompt`` lacks the ``{pseudo_query}`` placeholder."""
-    if prompt and PROMPT_PLACEHOLDER not in prompt:
-        raise ValueError(f"--prompt {prompt!r} has no {PROMPT_PLACEHOLDER} placeholder: every query would read the "
-                         "same; include it, e.g. 'find the region that corresponds to the description "
-                         "{pseudo_query}'")
 
 
 @functools.lru_cache(maxsize=1)

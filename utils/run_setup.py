@@ -3,24 +3,26 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import uuid
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from datasets.grounding import PROMPT_PLACEHOLDER
 from utils.args import parse_args
-from utils.misc import broadcast_object, cleanup_distributed, init_distributed_mode, is_main_process
+from utils.errors import InputError, UsageError
+from utils.prompt import PROMPT_PLACEHOLDER
+from utils.misc import (broadcast_object, cleanup_distributed, init_distributed_mode, is_main_process,
+                        settle_rank_failure)
 
 
 def prepare_output_dir(path: str) -> str:
     """Create ``path`` and prove it is writable (on rank 0), before any work is done.
 
-    Raises ``SystemExit`` with one line naming the folder when it cannot be created or written."""
+    Raises ``UsageError`` for an empty path and ``InputError`` naming the folder when it cannot be created or
+    written."""
     if not path:
-        raise SystemExit("--output_dir is empty: give a folder for checkpoints and logs")
+        raise UsageError("--output_dir is empty: give a folder for checkpoints and logs")
     error = None
     if is_main_process():
         try:
@@ -33,13 +35,13 @@ def prepare_output_dir(path: str) -> str:
             error = f"--output_dir {path}: cannot write there ({exc.strerror or exc})"
     error = broadcast_object(error)
     if error:
-        raise SystemExit(error)
+        raise InputError(error)
     return os.path.abspath(path)
 
 
 def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
     """'' -> ''; 'auto' -> ``output_dir/checkpoint.pth`` when it exists, else '' (fresh start);
-    a path -> itself, or ``SystemExit`` naming the flag when the file does not exist."""
+    a path -> itself, or ``InputError`` naming the flag when it is a folder or does not exist."""
     if not value:
         return ""
     if value == "auto":
@@ -48,8 +50,10 @@ def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
             return latest
         print(f"| {flag} auto: no checkpoint.pth in {output_dir} yet, starting from scratch")
         return ""
+    if os.path.isdir(value):
+        raise InputError(f"{flag} {value}: is a directory, not a checkpoint file")
     if not os.path.isfile(value):
-        raise SystemExit(f"{flag} {value}: no such checkpoint file")
+        raise InputError(f"{flag} {value}: no such checkpoint file")
     return value
 
 
@@ -143,35 +147,16 @@ class SummaryWriterOnMain:
             self.writer.close()
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
-"""What bad input raises (a bad flag, file, checkpoint or sample, missing CLIP weights, a non-finite loss): the
-command-line entry points print its message on one line instead of a traceback."""
-
-
 def run_distributed(script: str, run: Callable[[argparse.Namespace], Any], argv: Optional[Sequence[str]]) -> Any:
     """The body of an entry script's ``main(argv)``: parse ``argv`` with ``script``'s defaults, join the process
-    group the launcher describes (none without a launcher), ``run(args)``, and always leave the group."""
+    group the launcher describes (none without a launcher), ``run(args)``, and always leave the group. A rank that
+    fails tells the others first (``settle_rank_failure``), so the launcher blames the rank that failed first."""
     args = parse_args(script, argv)
     init_distributed_mode(args)
     try:
         return run(args)
+    except Exception as exc:
+        settle_rank_failure(exc)
+        raise
     finally:
         cleanup_distributed()
-
-
-def run_cli(main: Callable[[], Any]) -> None:
-    """Call an entry script's ``main()``; a user error (one of ``USER_ERRORS``, or
-    ``SystemExit`` with a message) exits with status 1 and ``error: <message>`` (the full
-    traceback with ``CLIPVG_TRACEBACK=1``). Tests call ``main(argv)`` directly and see the exception."""
-    try:
-        main()
-    except SystemExit as exc:
-        if not isinstance(exc.code, str):  # argparse's status 2, or an explicit exit status
-            raise
-        print(f"error: {exc.code}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except USER_ERRORS as exc:
-        if os.environ.get("CLIPVG_TRACEBACK"):
-            raise
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
