@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from models.loss import grounding_loss
 from utils.box_ops import cxcywh_to_xyxy, elementwise_iou
-from utils.errors import RunFailed
+from utils.errors import InputError, RunFailed
 from utils.misc import all_gather_object, all_reduce_sum, get_world_size, is_main_process
 
 ACCURACY_IOU = 0.5
@@ -160,6 +160,13 @@ class EvalResult:
         return float(self.iou.double().mean()) if len(self.iou) else 0.0
 
 
+def require_samples(dataset: Any, what: str) -> None:
+    """``InputError`` when ``dataset`` (a split to evaluate) holds no sample: an accuracy over nothing would read
+    0.0 as if the model had missed everything."""
+    if len(dataset) == 0:
+        raise InputError(f"{what}: no samples to evaluate")
+
+
 def accuracy_iou(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) -> torch.Tensor:
     """The official metric's IoU: prediction to xyxy clamped to [0, 1], against the target box."""
     pred = cxcywh_to_xyxy(pred_cxcywh.float()).clamp(0, 1)
@@ -176,6 +183,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, a
     """Predict every sample of ``loader``'s split on every process, gather the outputs with their sample
     indices, drop the distributed sampler's padding (repeated indices) and sort into split order. Every rank
     gets the same result, equal to a single-process run."""
+    require_samples(loader.dataset, f"{desc} split")
     model.eval()
     start = time.perf_counter()
     parts: Dict[str, List[torch.Tensor]] = {"indices": [], "pred_boxes": [], "target_boxes": [], "transforms": []}

@@ -16,7 +16,7 @@ from datasets.loader import build_loader
 from models import build_model_from_checkpoint, describe_parameters
 from utils.cli import run_cli
 from utils.checkpoint import load_checkpoint, load_model_state
-from utils.errors import InputError, UsageError
+from utils.errors import UsageError
 from utils.io import write_jsonl
 from utils.misc import get_rank, is_main_process, seed_everything
 from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
@@ -33,6 +33,7 @@ def evaluate_split(args: argparse.Namespace) -> Tuple[engine.EvalResult, Any]:
     ckpt = load_checkpoint(checkpoint_path)
     adopt_checkpoint_settings(args, ckpt)
     dataset = build_dataset(args.eval_set, args, train=False)
+    engine.require_samples(dataset, f"--eval_set {args.eval_set} of {args.dataset} (--split_root {args.split_root})")
     seed_everything(args.seed + get_rank())
     model = build_model_from_checkpoint(ckpt, args)
     load_model_state(model, ckpt)

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     train_split = "train" if args.sup_type == "full" else "train_pseudo"
     dataset_train = None if args.eval else build_dataset(train_split, args, train=True)
     dataset_val = build_dataset("val", args, train=False)
+    engine.require_samples(dataset_val, f"the val split of {args.dataset} (under --split_root {args.split_root})")
 
     set_deterministic(args.deterministic)
     seed_everything(args.seed + get_rank())

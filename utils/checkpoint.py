@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
@@ -207,8 +208,11 @@ def _is_torchscript(path: str) -> bool:
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Read a CLIP-VG checkpoint (ours or official) with ``torch.load(weights_only=True)``, allowing
-    ``argparse.Namespace``. Adds ``checkpoint_path`` (absolute). Raises ``FileNotFoundError`` / ``ValueError``
-    naming the file when it is missing, not a torch file, or not a CLIP-VG checkpoint."""
+    ``argparse.Namespace``. Adds ``checkpoint_path`` (absolute). Raises ``InputError`` naming the file when it is
+    a folder, missing, not a torch file, holds a global the safe loader refuses (named), or is no CLIP-VG
+    checkpoint."""
+    if os.path.isdir(path):
+        raise InputError(f"checkpoint {path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise InputError(f"checkpoint {path}: no such file")
     if _is_torchscript(path):
@@ -218,10 +222,11 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        blocked = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if isinstance(exc, pickle.UnpicklingError) and blocked:
-            raise InputError(f"checkpoint {path}: refused by the safe loader (weights_only=True), it holds objects "
-                             f"other than tensors, plain values and argparse.Namespace: {blocked[0]}") from exc
+            raise InputError(f"checkpoint {path}: refused by the safe loader (weights_only=True): it holds a "
+                             f"{blocked.group(1)}, which is not a tensor, a plain value or an argparse.Namespace, "
+                             "and a checkpoint must not need code to load") from exc
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise InputError(f"checkpoint {path}: not a torch checkpoint file ({type(exc).__name__}: {first})") from exc
     state = ckpt.get("model") if isinstance(ckpt, dict) else None

@@ -10,10 +10,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 
 from utils.args import parse_args
+from utils.checkpoint import checkpoint_clip_state_dict
 from utils.errors import InputError, UsageError
-from utils.prompt import PROMPT_PLACEHOLDER
 from utils.misc import (broadcast_object, cleanup_distributed, init_distributed_mode, is_main_process,
                         settle_rank_failure)
+from utils.prompt import PROMPT_PLACEHOLDER
 
 
 def prepare_output_dir(path: str) -> str:
@@ -76,10 +77,27 @@ def checkpoint_args(ckpt: Dict[str, Any]) -> Dict[str, Any]:
     return vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
 
 
+def _warn_ignored_model(args: argparse.Namespace, ckpt: Dict[str, Any], where: str) -> None:
+    """A given ``--model`` that differs from the CLIP a checkpoint records is not what the model is built with:
+    one warning naming both."""
+    given = getattr(args, "model", None)
+    if "model" not in getattr(args, "given_flags", ()) or not given:
+        return
+    spec = (ckpt.get("clip_source") or {}).get("spec")
+    if checkpoint_clip_state_dict(ckpt) is not None:
+        recorded = f"the CLIP tensors stored in it{f' ({spec})' if spec else ''}"
+    elif spec and spec != given:
+        recorded = f"{spec}, recorded in it (--model is used only when those weights cannot be found)"
+    else:
+        return
+    warnings.warn(f"--model {given} is ignored: {where} carries its own CLIP, {recorded}", stacklevel=3)
+
+
 def adopt_checkpoint_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) -> List[str]:
     """Copy the model-shaping settings stored in ``ckpt['args']`` into ``args`` where the command line did not
     give them (so a model trained at ``--imsize 96`` evaluates at 96 without repeating the flag); a given flag that
-    disagrees with the checkpoint is kept, with a warning naming both values. Returns the names adopted."""
+    disagrees with the checkpoint is kept, with a warning naming both values; so is a given ``--model`` that the
+    checkpoint's own CLIP overrides. Returns the names adopted."""
     stored = checkpoint_args(ckpt)
     given = set(getattr(args, "given_flags", ()))
     where = ckpt.get("checkpoint_path", "the checkpoint")
@@ -93,6 +111,7 @@ def adopt_checkpoint_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) ->
         else:
             setattr(args, name, stored[name])
             adopted.append(name)
+    _warn_ignored_model(args, ckpt, where)
     if adopted:
         print("| from the checkpoint: " + ", ".join(f"--{n} {getattr(args, n)!r}" for n in adopted))
     return adopted
