@@ -179,11 +179,11 @@ def _rendezvous(init_method: str, rank: int, world: int) -> dist.Store:
         where = init_method
         if init_method == "env://":
             where = f"MASTER_ADDR:MASTER_PORT {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
-        cause = str(outcome["error"]).strip().splitlines()
+        cause = (str(outcome["error"]).strip().splitlines() or [type(outcome["error"]).__name__])[0]
         raise RunFailed(
             f"rank {rank} of {world}: no rendezvous with the other ranks at {where} within "
-            f"{timeout.total_seconds():g} s ({RENDEZVOUS_TIMEOUT_ENV}): {cause[0] if cause else type(outcome['error']).__name__}."
-            " Start every rank (torchrun, or srun in a SLURM job), with the same MASTER_ADDR/MASTER_PORT") from None
+            f"{timeout.total_seconds():g} s ({RENDEZVOUS_TIMEOUT_ENV}): {cause}. Start every rank (torchrun, or "
+            "srun in a SLURM job) with the same MASTER_ADDR/MASTER_PORT") from None
     return outcome["store"]
 
 
