@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 from datasets.records import (BadSampleError, GroundingRecord, check_split_name, image_dir, load_split,
                               parse_records, split_paths)
 from datasets.transforms import Canvas, EvalTransform, Transformed, TrainTransform
+from utils.errors import InputError
 from utils.prompt import apply_prompt, check_prompt
 
 
@@ -148,7 +149,7 @@ class GroundingDataset(Dataset):
         missing = missing_images(self.records, self.image_dir)
         if missing:
             index, name = missing[0]
-            raise FileNotFoundError(
+            raise InputError(
                 f"{len(missing)} image file(s) of {self.dataset} {self.split} missing from {self.image_dir}; first: "
                 f"{name} (sample {index}). List them all with: python -m datasets.check --dataset {self.dataset} "
                 f"--data_root {data_root} --split_root {split_root}")
