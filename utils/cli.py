@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from types import FrameType
 from typing import Any, Callable, Optional
 
@@ -52,7 +53,9 @@ def run_cli(main: Callable[[], Any]) -> None:
     SIGINT exits 130 and SIGTERM 143, each with a one-line note; argparse keeps its own status 2; anything else
     propagates with its traceback. A ``main`` that returns an int returns its exit status (a checker's 1 for
     "problems found"). Tests call ``main(argv)`` directly and see the exception itself."""
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    own_sigterm = (threading.current_thread() is threading.main_thread()
+                   and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    if own_sigterm:
         signal.signal(signal.SIGTERM, _raise_terminated)
     prefix = rank_prefix()
     try:
@@ -64,5 +67,8 @@ def run_cli(main: Callable[[], Any]) -> None:
         raise _stop(prefix, signal.SIGINT) from None
     except Terminated:
         raise _stop(prefix, signal.SIGTERM) from None
+    finally:
+        if own_sigterm:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if isinstance(status, int) and not isinstance(status, bool) and status:
         raise SystemExit(status)
