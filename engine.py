@@ -13,14 +13,16 @@ from tqdm import tqdm
 
 from models.loss import grounding_loss
 from utils.box_ops import cxcywh_to_xyxy, elementwise_iou
-from utils.misc import all_gather_object, is_main_process
+from utils.errors import InputError, RunFailed
+from utils.misc import all_gather_object, all_reduce_sum, get_world_size, is_main_process
 
 ACCURACY_IOU = 0.5
 """A prediction is correct (accuracy@0.5, the grounding metric) when its IoU with the target is at least this."""
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss; the message names the step, the samples and the last good checkpoint."""
+class NonFiniteLossError(RunFailed):
+    """Training produced a NaN/inf loss on some rank; every rank raises it with the same message, naming the step,
+    the ranks and their samples, and the last good checkpoint."""
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -63,8 +65,10 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
                     max_steps: Optional[int] = None, step_scheduler: Any = None) -> TrainStats:
     """One pass over ``loader`` (its first ``max_steps`` batches with a value); ``step_scheduler`` (an LR scheduler
     advanced per optimizer step) steps after every update. Loss terms stay on the device; they are read back (and
-    checked for NaN/inf) every ``check_every`` steps, so there is no host sync per step. A non-finite loss raises
-    ``NonFiniteLossError`` naming the step, its samples' indices and the last good checkpoint."""
+    checked for NaN/inf) every ``check_every`` steps, so there is no host sync per step. The check is taken by all
+    ranks together: a non-finite loss on any rank raises ``NonFiniteLossError`` on every rank, with one message
+    naming the step, the ranks and their samples' indices, and the last good checkpoint. The returned loss terms
+    are the means over all steps of all ranks (as the official code logs them)."""
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     sums = torch.zeros(3, device=device, dtype=torch.float64)
@@ -76,16 +80,20 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
                leave=False)
 
     def check_window() -> None:
-        if not window:
+        bad_here = torch.zeros(1, device=device)
+        if window:
+            bad_here += (~torch.isfinite(torch.stack([w[1] for w in window]))).sum()
+        if float(all_reduce_sum(bad_here)) == 0:
+            window.clear()
             return
-        losses = torch.stack([w[1] for w in window]).cpu()
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            step, _, idx = window[int(bad[0])]
-            raise NonFiniteLossError(
-                f"non-finite loss at epoch {epoch}, step {step}; batch sample indices (this process): "
-                f"{idx.tolist()}; last good checkpoint: {last_checkpoint or 'none written yet'}")
-        window.clear()
+        first_bad = [(step, idx.tolist()) for step, loss, idx in window if not torch.isfinite(loss)][:1]
+        per_rank = all_gather_object(first_bad)
+        step = min(found[0][0] for found in per_rank if found)
+        samples = [(rank, found[0][1]) for rank, found in enumerate(per_rank) if found and found[0][0] == step]
+        where = "; ".join(f"rank {rank}: {idx}" for rank, idx in samples) if len(per_rank) > 1 else samples[0][1]
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch}, step {step}; batch sample indices: {where}; "
+            f"last good checkpoint: {last_checkpoint or 'none written yet'}")
 
     for step, batch in enumerate(loader):
         if step == n_steps:
@@ -124,7 +132,7 @@ def train_one_epoch(model: torch.nn.Module, loader: DataLoader, optimizer: torch
         bar.update(1)
     bar.close()
     check_window()
-    means = (sums / max(n_steps, 1)).tolist()
+    means = (all_reduce_sum(sums) / max(n_steps * get_world_size(), 1)).tolist()
     return TrainStats(loss=means[0], l1=means[1], giou=means[2], lr=optimizer.param_groups[0]["lr"],
                       steps=n_steps, samples=samples, seconds=time.perf_counter() - start)
 
@@ -152,6 +160,13 @@ class EvalResult:
         return float(self.iou.double().mean()) if len(self.iou) else 0.0
 
 
+def require_samples(dataset: Any, what: str) -> None:
+    """``InputError`` when ``dataset`` (a split to evaluate) holds no sample: an accuracy over nothing would read
+    0.0 as if the model had missed everything."""
+    if len(dataset) == 0:
+        raise InputError(f"{what}: no samples to evaluate")
+
+
 def accuracy_iou(pred_cxcywh: torch.Tensor, target_cxcywh: torch.Tensor) -> torch.Tensor:
     """The official metric's IoU: prediction to xyxy clamped to [0, 1], against the target box."""
     pred = cxcywh_to_xyxy(pred_cxcywh.float()).clamp(0, 1)
@@ -168,6 +183,7 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, a
     """Predict every sample of ``loader``'s split on every process, gather the outputs with their sample
     indices, drop the distributed sampler's padding (repeated indices) and sort into split order. Every rank
     gets the same result, equal to a single-process run."""
+    require_samples(loader.dataset, f"{desc} split")
     model.eval()
     start = time.perf_counter()
     parts: Dict[str, List[torch.Tensor]] = {"indices": [], "pred_boxes": [], "target_boxes": [], "transforms": []}

@@ -17,13 +17,14 @@ import engine
 from datasets import DataCache, build_dataset
 from datasets.loader import build_loader
 from models import build_model_from_checkpoint, describe_parameters
+from utils.cli import run_cli
 from utils.checkpoint import load_checkpoint, load_model_state
-from utils.errors import InputError
+from utils.errors import InputError, UsageError
 from utils.io import check_writable_file, write_jsonl
 from utils.misc import broadcast_object, get_rank, is_main_process, seed_everything
 from utils.report import GalleryItem, extremes, gallery_items, grounding_metrics, metric_tables, write_report
 from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
-                             resolve_checkpoint_path, run_cli, run_distributed)
+                             resolve_checkpoint_path, run_distributed)
 
 
 def evaluate_split(args: argparse.Namespace, data_cache: Optional[DataCache] = None
@@ -32,7 +33,7 @@ def evaluate_split(args: argparse.Namespace, data_cache: Optional[DataCache] = N
     ``--eval_set`` exactly once over all processes, and return the result with the dataset (built with the
     caller's ``data_cache``, default its own)."""
     if not args.eval_model:
-        raise SystemExit("--eval_model is required: the checkpoint to evaluate")
+        raise UsageError("--eval_model is required: the checkpoint to evaluate")
     checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
     prepare_output_dir(args.output_dir)
     if args.save_predictions:
@@ -48,6 +49,7 @@ def evaluate_split(args: argparse.Namespace, data_cache: Optional[DataCache] = N
     ckpt = load_checkpoint(checkpoint_path)
     adopt_checkpoint_settings(args, ckpt)
     dataset = build_dataset(args.eval_set, args, train=False, cache=data_cache)
+    engine.require_samples(dataset, f"--eval_set {args.eval_set} of {args.dataset} (--split_root {args.split_root})")
     seed_everything(args.seed + get_rank())
     model = build_model_from_checkpoint(ckpt, args)
     load_model_state(model, ckpt)

@@ -18,10 +18,11 @@ import engine
 from curriculum.reliability import write_scoring_outputs
 from datasets import DataCache
 from eval import GALLERY_SIZE, evaluate_split, sample_gallery
+from utils.cli import run_cli
 from utils.io import write_jsonl
 from utils.misc import barrier, is_main_process
 from utils.report import extremes, grounding_metrics, metric_tables, write_report
-from utils.run_setup import SummaryWriterOnMain, run_cli, run_distributed
+from utils.run_setup import SummaryWriterOnMain, run_distributed
 
 
 def write_reliability_report(args: argparse.Namespace, rows: List[Dict[str, Any]], dataset: Any,

@@ -17,13 +17,14 @@ import io
 import json
 import os
 from dataclasses import dataclass
+import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from clip.clip import _tokenizer as clip_tokenizer  # the tokenizer clip.tokenize (tokenize_queries) uses
 from PIL import Image, ImageDraw
 
-from datasets.grounding import apply_prompt, check_prompt, load_image, tokenize_queries
+from datasets.grounding import load_image, tokenize_queries
 from datasets.transforms import EvalTransform, canvas_to_original
 from engine import autocast
 from models import build_model_from_checkpoint
@@ -32,16 +33,19 @@ from utils.attention_plot import attention_png
 from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
 from utils.checkpoint import load_checkpoint, load_model_state
+from utils.cli import run_cli
+from utils.errors import InputError, UsageError
 from utils.io import atomic_write_bytes, check_writable_file
 from utils.misc import resolve_device
-from utils.run_setup import adopt_checkpoint_settings, run_cli
+from utils.prompt import apply_prompt, check_prompt
+from utils.run_setup import adopt_checkpoint_settings
 
 
 def image_format(path: str) -> str:
-    """The PIL format for a picture file name (by its extension); ``ValueError`` naming it when unknown."""
+    """The PIL format for a picture file name (by its extension); ``InputError`` naming it when unknown."""
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower())
     if fmt is None:
-        raise ValueError(f"{path}: unknown picture file extension; use e.g. .png or .jpg")
+        raise InputError(f"{path}: unknown picture file extension; use e.g. .png or .jpg")
     return fmt
 
 
@@ -49,42 +53,66 @@ def _check_out(path: Optional[str], flag: str) -> None:
     if path:
         try:
             image_format(path)
-        except ValueError as exc:
-            raise SystemExit(f"{flag} {exc}") from None
+        except InputError as exc:
+            raise UsageError(f"{flag} {exc}") from None
         check_writable_file(path, flag)
 
 
-def load_items(args: argparse.Namespace) -> List[Dict[str, str]]:
-    """The (image, query[, out]) items of one run, from --image/--query or --batch_file; ``SystemExit`` naming the
-    flag (and the item) at fault, a missing image included, before any model is loaded."""
+def _query_problem(query: Any) -> Optional[str]:
+    """Why ``query`` cannot be grounded (not a string, empty, only whitespace), or None."""
+    if not isinstance(query, str):
+        return f"'query' must be a string, got {type(query).__name__} {query!r}"
+    if not query.strip():
+        return f"'query' {query!r} is empty or only whitespace"
+    return None
+
+
+def load_items(args: argparse.Namespace) -> Tuple[List[Dict[str, str]], List[str]]:
+    """The (image, query[, out]) items of one run, from --image/--query or --batch_file, and one line per batch item
+    whose query cannot be grounded (those items are left out; the others are still answered). Anything else wrong
+    (the batch file, an item's image or out, the single --image/--query) raises ``InputError``/``UsageError``
+    naming the flag (and the item) at fault, before any model is loaded."""
     if args.batch_file:
         where = f"--batch_file {args.batch_file}"
         try:
             with open(args.batch_file) as fh:
                 items = json.load(fh)
         except OSError as exc:
-            raise SystemExit(f"{where}: cannot read it ({exc.strerror or exc})") from None
+            raise InputError(f"{where}: cannot read it ({exc.strerror or exc})") from None
         except json.JSONDecodeError as exc:
-            raise SystemExit(f"{where}: not valid JSON ({exc})") from None
+            raise InputError(f"{where}: not valid JSON ({exc})") from None
         if args.attention:
-            raise SystemExit("--attention draws one image: use it with --image and --query, not --batch_file")
+            raise UsageError("--attention draws one image: use it with --image and --query, not --batch_file")
         if not isinstance(items, list) or not items:
-            raise SystemExit(f"{where}: expected a non-empty JSON list of {{image, query}} objects")
+            raise InputError(f"{where}: expected a non-empty JSON list of {{image, query}} objects")
+        kept, skipped = [], []
         for i, item in enumerate(items):
-            if not isinstance(item, dict) or not item.get("image") or not item.get("query"):
-                raise SystemExit(f"{where}: item {i} needs non-empty 'image' and 'query'")
+            if not isinstance(item, dict) or not item.get("image") or "query" not in item:
+                raise InputError(f"{where}: item {i} needs non-empty 'image' and 'query'")
             if not os.path.isfile(item["image"]):
-                raise SystemExit(f"{where}: item {i}: image {item['image']} does not exist")
+                raise InputError(f"{where}: item {i}: image {item['image']} does not exist")
             _check_out(item.get("out"), f"{where}: item {i}: out")
-        return items
+            problem = _query_problem(item["query"])
+            if problem:
+                skipped.append(f"{where}: item {i}: {problem}")
+            else:
+                kept.append(item)
+        if not kept:
+            raise InputError(f"{where}: no item can be answered ({skipped[0]}{' ...' if len(skipped) > 1 else ''})")
+        return kept, skipped
     if not args.image or not args.query:
-        raise SystemExit("give --image and --query (or --batch_file)")
+        raise UsageError("give --image and --query (or --batch_file)")
+    problem = _query_problem(args.query)
+    if problem:
+        raise UsageError(f"--query: {problem.split(' ', 1)[1]}")
+    if os.path.isdir(args.image):
+        raise InputError(f"--image {args.image}: is a directory, not an image file")
     if not os.path.isfile(args.image):
-        raise SystemExit(f"--image {args.image}: no such image file")
+        raise InputError(f"--image {args.image}: no such image file")
     _check_out(args.out, "--out")
     if args.attention and os.path.splitext(args.attention)[1].lower() != ".png":
-        raise SystemExit(f"--attention {args.attention}: the attention picture is a PNG; name it *.png")
-    return [{"image": args.image, "query": args.query, "out": args.out}]
+        raise UsageError(f"--attention {args.attention}: the attention picture is a PNG; name it *.png")
+    return [{"image": args.image, "query": args.query, "out": args.out}], []
 
 
 def draw_box(image: Image.Image, box: Sequence[float], query: str, path: str) -> None:
@@ -162,8 +190,12 @@ def ground(model: torch.nn.Module, items: List[Dict[str, str]], args: argparse.N
 
 def load_model(args: argparse.Namespace) -> Tuple[torch.nn.Module, torch.device]:
     """The ``--eval_model`` checkpoint's model in eval mode on ``--device`` (its settings adopted into ``args``)."""
-    if not args.eval_model or not os.path.isfile(args.eval_model):
-        raise SystemExit(f"--eval_model {args.eval_model!r}: no such checkpoint file")
+    if not args.eval_model:
+        raise UsageError("--eval_model is required: the checkpoint to ground with")
+    if os.path.isdir(args.eval_model):
+        raise InputError(f"--eval_model {args.eval_model}: is a directory, not a checkpoint file")
+    if not os.path.isfile(args.eval_model):
+        raise InputError(f"--eval_model {args.eval_model}: no such checkpoint file")
     device = resolve_device(args.device)
     ckpt = load_checkpoint(args.eval_model)
     adopt_checkpoint_settings(args, ckpt)
@@ -180,11 +212,16 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     """Entry point; ``argv`` like ``sys.argv[1:]``."""
     args = parse_args("inference", argv)
     check_prompt(args.prompt)
-    items = load_items(args)
+    items, skipped = load_items(args)
     model, device = load_model(args)
+    for line in skipped:
+        print(f"skipped: {line}", file=sys.stderr, flush=True)
     results = ground(model, items, args, device)
     for row in results:
         print(json.dumps(row))
+    if skipped:
+        raise InputError(f"{len(skipped)} of {len(items) + len(skipped)} batch items not answered (their queries "
+                         f"cannot be grounded; first: {skipped[0]})")
     return results
 
 

@@ -24,6 +24,7 @@ import engine
 from datasets import DataCache, build_dataset
 from datasets.loader import build_loader
 from models import build_model, build_model_from_checkpoint, count_parameters, describe_parameters
+from utils.cli import run_cli
 from utils.checkpoint import (convert_official_optimizer_state, convert_official_scheduler_state, load_checkpoint,
                               load_model_state, save_checkpoint)
 from utils.errors import InputError, UsageError
@@ -31,7 +32,7 @@ from utils.io import remove_stale_temporaries, write_json
 from utils.misc import (all_gather_object, barrier, broadcast_object, get_rank, is_main_process, seed_everything,
                         set_deterministic)
 from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, checkpoint_args,
-                             prepare_output_dir, resolve_checkpoint_path, run_cli, run_distributed)
+                             prepare_output_dir, resolve_checkpoint_path, run_distributed)
 
 
 def build_optimizer(params: List[torch.nn.Parameter], args: argparse.Namespace,
@@ -65,12 +66,12 @@ def scheduler_state_for(sched_state: Dict[str, Any], optimizer: torch.optim.Opti
     if groups == 4 and len(optimizer.param_groups) == 1:
         sched_state = convert_official_scheduler_state(sched_state)
     elif groups != len(optimizer.param_groups):
-        raise ValueError(f"{where}: its lr_scheduler state has {groups} parameter groups, this optimizer "
+        raise InputError(f"{where}: its lr_scheduler state has {groups} parameter groups, this optimizer "
                          f"{len(optimizer.param_groups)}")
     saved_step = "lr_lambdas" not in sched_state
     if saved_step != isinstance(scheduler, torch.optim.lr_scheduler.StepLR):
         saved = "the step schedule's" if saved_step else "a poly/halfdecay/cosine/exponential schedule's"
-        raise ValueError(f"{where}: its lr_scheduler state is {saved}, which this --lr_scheduler cannot continue; "
+        raise InputError(f"{where}: its lr_scheduler state is {saved}, which this --lr_scheduler cannot continue; "
                          "resume with the checkpoint's --lr_scheduler, or start from it with --retrain")
     return sched_state
 
@@ -80,7 +81,7 @@ def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimiz
     where = ckpt.get("checkpoint_path", "checkpoint")
     trained_per_step = bool(checkpoint_args(ckpt).get("lr_per_step", False))
     if trained_per_step != args.lr_per_step:
-        raise SystemExit(f"--resume {where}: it was trained with{'' if trained_per_step else 'out'} "
+        raise UsageError(f"--resume {where}: it was trained with{'' if trained_per_step else 'out'} "
                          "--lr_per_step; resume with the same setting (or start from it with --retrain)")
     opt_state = ckpt.get("optimizer")
     if opt_state is None:
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dic
     resume = resolve_checkpoint_path(args.resume, out_dir, "--resume")
     retrain = resolve_checkpoint_path(args.retrain, out_dir, "--retrain")
     if args.eval and not resume:
-        raise SystemExit("--eval validates the --resume checkpoint: give --resume PATH")
+        raise UsageError("--eval validates the --resume checkpoint: give --resume PATH")
     if not args.eval:
         claim_output_dir(out_dir, args.resume, resume, args.overwrite)
 
@@ -194,6 +195,7 @@ def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dic
     data_cache = data_cache if data_cache is not None else DataCache()
     dataset_train = None if args.eval else build_dataset(train_split, args, train=True, cache=data_cache)
     dataset_val = build_dataset("val", args, train=False, cache=data_cache)
+    engine.require_samples(dataset_val, f"the val split of {args.dataset} (under --split_root {args.split_root})")
 
     set_deterministic(args.deterministic)
     seed_everything(args.seed + get_rank())
@@ -220,7 +222,7 @@ def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dic
 
     train_loader = build_loader(dataset_train, args, train=True)
     if len(train_loader) == 0:
-        raise SystemExit(f"the training split has {len(dataset_train)} usable samples, fewer than one batch of "
+        raise InputError(f"the training split has {len(dataset_train)} usable samples, fewer than one batch of "
                          f"--batch_size {args.batch_size} per process: lower --batch_size")
     if args.max_steps:
         epochs = -(-args.max_steps // len(train_loader))

@@ -18,16 +18,17 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageFile
 
-from datasets.grounding import apply_prompt, check_prompt, missing_images, tokenize_queries
+from datasets.grounding import missing_images, tokenize_queries
 from datasets.records import (DATASETS, check_dataset_name, check_split_name, existing_splits, image_dir,
                               load_split_file, parse_records, split_paths)
 from utils.args import get_args_parser
 from utils.box_ops import box_placement
+from utils.cli import run_cli
+from utils.prompt import apply_prompt, check_prompt
 
 EXAMPLES = 5
 """How many missing images / bad samples / unreadable images each split lists."""
@@ -197,15 +198,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry; returns the exit status (0 = no problem)."""
     args = _parser().parse_args(argv)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
-    try:
-        report = check_dataset(args.dataset, args.data_root, args.split_root, splits, args.verify_images,
-                               args.max_query_len, args.prompt)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    report = check_dataset(args.dataset, args.data_root, args.split_root, splits, args.verify_images,
+                           args.max_query_len, args.prompt)
     print(json.dumps(report, indent=1) if args.json else format_report(report))
     return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)

@@ -40,8 +40,7 @@ from datasets.records import (BadSampleError, GroundingRecord, check_split_name,
 from datasets.transforms import EvalTransform, Transformed, TrainTransform
 from utils.box_ops import box_placement, clip_xyxy
 from utils.errors import InputError
-
-PROMPT_PLACEHOLDER = "{pseudo_query}"
+from utils.prompt import apply_prompt, check_prompt
 
 
 def _original_message(message: str, cls: type) -> str:
@@ -69,19 +68,6 @@ class ImageLoadError(SampleError):
 
 class BoxOutsideImageError(SampleError):
     """A sample's box lies outside its image: nothing with an area is left after clipping it to the image."""
-
-
-def apply_prompt(query: str, prompt: Optional[str]) -> str:
-    """The text fed to the model: the prompt with the query in place of ``{pseudo_query}``, lower-cased."""
-    return (prompt.replace(PROMPT_PLACEHOLDER, query) if prompt else query).lower()
-
-
-def check_prompt(prompt: Optional[str]) -> None:
-    """Raise ValueError when a non-empty ``--prompt`` lacks the ``{pseudo_query}`` placeholder."""
-    if prompt and PROMPT_PLACEHOLDER not in prompt:
-        raise ValueError(f"--prompt {prompt!r} has no {PROMPT_PLACEHOLDER} placeholder: every query would read the "
-                         "same; include it, e.g. 'find the region that corresponds to the description "
-                         "{pseudo_query}'")
 
 
 @functools.lru_cache(maxsize=1)
@@ -179,7 +165,7 @@ class GroundingDataset(Dataset):
         missing = missing_images(self.records, self.image_dir)
         if missing:
             index, name = missing[0]
-            raise FileNotFoundError(
+            raise InputError(
                 f"{len(missing)} image file(s) of {self.dataset} {self.split} missing from {self.image_dir}; first: "
                 f"{name} (sample {index}). List them all with: python -m datasets.check --dataset {self.dataset} "
                 f"--data_root {data_root} --split_root {split_root}")

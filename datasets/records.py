@@ -22,6 +22,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
+from utils.errors import InputError, UsageError
 from utils.io import torch_load_plain
 
 BoxXYXY = Tuple[float, float, float, float]
@@ -89,7 +90,7 @@ LAYOUTS = {
 }
 
 
-class BadSampleError(ValueError):
+class BadSampleError(InputError):
     """A sample tuple that cannot be used; ``index`` is its position in the split file."""
 
     def __init__(self, index: int, reason: str, dataset: Optional[str] = None):
@@ -118,14 +119,14 @@ class GroundingRecord:
 def check_dataset_name(dataset: str) -> None:
     """Raise ValueError listing the valid names when ``dataset`` is unknown."""
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
 
 
 def check_split_name(dataset: str, split: str) -> None:
     """Raise ValueError listing ``dataset``'s splits when ``split`` is not one of them."""
     check_dataset_name(dataset)
     if split not in DATASETS[dataset]:
-        raise ValueError(f"dataset {dataset!r} has no split {split!r}; valid splits: {', '.join(DATASETS[dataset])}")
+        raise UsageError(f"dataset {dataset!r} has no split {split!r}; valid splits: {', '.join(DATASETS[dataset])}")
 
 
 def _box_values(raw: Any, index: int, dataset: str) -> List[float]:
@@ -262,16 +263,16 @@ def load_split_file(path: str) -> List[Any]:
     """A split file's sample list, loaded as safely as ``weights_only=True`` (``torch_load_plain``); clear errors for
     missing or bad files."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"split file {path} not found")
+        raise InputError(f"split file {path} not found")
     try:
         data = torch_load_plain(path)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
+        raise InputError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
                          f"(samples must be plain tuples/lists of str, numbers and lists): {e}") from e
     except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"split file {path} is not a readable torch.save file: {e}") from e
+        raise InputError(f"split file {path} is not a readable torch.save file: {e}") from e
     if not isinstance(data, list):
-        raise ValueError(f"split file {path} must hold a list of samples, got {type(data).__name__}")
+        raise InputError(f"split file {path} must hold a list of samples, got {type(data).__name__}")
     return data
 
 
@@ -280,7 +281,7 @@ def load_split(split_root: str, dataset: str, split: str) -> List[Any]:
     samples: List[Any] = []
     for path in split_paths(split_root, dataset, split):
         if not os.path.isfile(path):
-            raise FileNotFoundError(_missing_split_message(path, split_root, dataset))
+            raise InputError(_missing_split_message(path, split_root, dataset))
         samples += load_split_file(path)
     return samples
 

@@ -6,11 +6,12 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Sequence, Tuple, Type, TypeVar
 
-from utils.io import check_writable_file, write_json
 from pseudo_label_generation_module.inputs import load_synonyms
 from pseudo_label_generation_module.lexicon import Lexicon
 from pseudo_label_generation_module.samples import DATASETS, save_samples
 from pseudo_label_generation_module.stats import expression_statistics
+from utils.errors import UsageError
+from utils.io import check_writable_file, write_json
 
 C = TypeVar("C")
 
@@ -48,7 +49,7 @@ def config_from_args(args: argparse.Namespace, config_cls: Type[C]) -> C:
     try:
         return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise UsageError(str(e)) from None
 
 
 def stats_path(args: argparse.Namespace) -> str:

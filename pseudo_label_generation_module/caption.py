@@ -35,13 +35,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from pseudo_label_generation_module import _cli
-from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.inputs import (AttributeBox, ImageDetections, class_names, load_attributes,
                                                    load_captions, load_detections)
 from pseudo_label_generation_module.lexicon import Lexicon, is_plural, words
 from pseudo_label_generation_module.samples import is_trainable_box, make_sample
 from pseudo_label_generation_module.template import (SceneObject, TemplateConfig, assign_spatial_words,
                                                      prepare_objects)
+from utils.cli import run_cli
 
 DETERMINERS = frozenset("a an the this that its his her their our my your one".split())
 QUANTITIES = frozenset("two three four five six seven eight nine ten several many multiple few some both all "

@@ -29,9 +29,10 @@ import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from pseudo_label_generation_module._io import read_json, run_cli
-from utils.io import check_writable_file, write_json
+from pseudo_label_generation_module._io import read_json
 from pseudo_label_generation_module.inputs import InputFormatError
+from utils.cli import run_cli
+from utils.io import check_writable_file, write_json
 
 
 def _fail(path: str, where: str, reason: str) -> InputFormatError:

@@ -12,9 +12,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from pseudo_label_generation_module._io import read_json
 from pseudo_label_generation_module.geometry import Box
+from utils.errors import InputError
 
 
-class InputFormatError(ValueError):
+class InputFormatError(InputError):
     """A malformed upstream file; the message names the file and the record."""
 
     def __init__(self, path: str, where: str, reason: str):

@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.samples import DATASETS, check_dataset, load_samples, save_samples
 from utils.io import check_writable_file
+from utils.cli import run_cli
+from utils.errors import InputError, UsageError
 
 _THRESHOLD_SUFFIX = re.compile(r"(?:_\d+)+$")
 
@@ -48,7 +49,7 @@ def parse_source_file(name: str, dataset: str) -> Optional[SourceFile]:
 def source_files(folder: str, dataset: str) -> Tuple[List[SourceFile], List[str]]:
     """The per-source files of ``folder`` sorted by order number, and the other ``.pth`` files (ignored)."""
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"{folder}: folder not found")
+        raise InputError(f"{folder}: folder not found")
     found, ignored = [], []
     for name in sorted(os.listdir(folder)):
         if not os.path.isfile(os.path.join(folder, name)):
@@ -61,10 +62,10 @@ def source_files(folder: str, dataset: str) -> Tuple[List[SourceFile], List[str]
     found.sort(key=lambda f: f.order)
     for a, b in zip(found, found[1:]):
         if a.order == b.order:
-            raise ValueError(f"{folder}: two files have order number {a.order}: "
+            raise InputError(f"{folder}: two files have order number {a.order}: "
                              f"{os.path.basename(a.path)} and {os.path.basename(b.path)}")
     if not found:
-        raise FileNotFoundError(f"{folder}: no file named {{order}}_{dataset}_train_pseudo_{{source}}[_{{h}}].pth")
+        raise InputError(f"{folder}: no file named {{order}}_{dataset}_train_pseudo_{{source}}[_{{h}}].pth")
     return found, ignored
 
 
@@ -72,7 +73,7 @@ def merge_files(paths: Sequence[str], dataset: str) -> List[tuple]:
     """The samples of ``paths`` concatenated in order (each file checked for ``dataset``'s layout)."""
     check_dataset(dataset)
     if not paths:
-        raise ValueError("merge: no input files")
+        raise UsageError("merge: no input files")
     merged: List[tuple] = []
     for path in paths:
         merged += load_samples(path, dataset)
@@ -105,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> str:
         output = args.output or default_output(args.folder, args.dataset)
     else:
         if not args.output:
-            raise SystemExit("error: --output is required with --inputs")
+            raise UsageError("--output is required with --inputs")
         paths, output = args.inputs, args.output
     check_writable_file(output, "--output")
     merged = merge_files(paths, args.dataset)

@@ -28,10 +28,10 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 from tqdm import tqdm
 
 from pseudo_label_generation_module import _cli
-from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.geometry import Box, area, clip, paired_iou
 from pseudo_label_generation_module.inputs import Triplet, load_detections, load_scene_graphs
 from pseudo_label_generation_module.samples import is_trainable_box, make_sample
+from utils.cli import run_cli
 
 
 @dataclass(frozen=True)

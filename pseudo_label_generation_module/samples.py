@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, List, Optional, Sequence, Tuple
 
 from pseudo_label_generation_module._io import load_sample_list
+from utils.errors import InputError, UsageError
 from utils.io import atomic_torch_save
 
 PLACEHOLDER = "useless placeholder"
@@ -27,7 +28,7 @@ DATASETS = XYWH_DATASETS + XYXY_DATASETS
 def check_dataset(dataset: str) -> None:
     """Raise ValueError listing the valid names when ``dataset`` is unknown."""
     if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
+        raise UsageError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(DATASETS)}")
 
 
 def sample_length(dataset: str) -> int:
@@ -80,15 +81,15 @@ def make_sample(dataset: str, image: str, box_xyxy: Sequence[float], phrase: str
     """
     check_dataset(dataset)
     if not isinstance(image, str) or not image:
-        raise ValueError(f"image must be a non-empty file name, got {image!r}")
+        raise InputError(f"image must be a non-empty file name, got {image!r}")
     if not isinstance(phrase, str) or not phrase.strip():
-        raise ValueError(f"phrase must be a non-empty string, got {phrase!r} (image {image})")
+        raise InputError(f"phrase must be a non-empty string, got {phrase!r} (image {image})")
     if len(box_xyxy) != 4:
-        raise ValueError(f"box must have 4 numbers, got {list(box_xyxy)!r} (image {image})")
+        raise InputError(f"box must have 4 numbers, got {list(box_xyxy)!r} (image {image})")
     box = stored_box(dataset, box_xyxy)
     if dataset == "flickr":
         if extra is not None or extra2 is not None:
-            raise ValueError("flickr samples have no extra fields: (image_file, box, phrase)")
+            raise InputError("flickr samples have no extra fields: (image_file, box, phrase)")
         return (image, box, phrase)
     return (image, PLACEHOLDER if extra is None else extra, box, phrase, PLACEHOLDER if extra2 is None else extra2)
 
@@ -106,10 +107,10 @@ def load_samples(path: str, dataset: str) -> List[Tuple[Any, ...]]:
     bi, pi = box_field(dataset), phrase_field(dataset)
     for index, sample in enumerate(samples):
         if not isinstance(sample, (tuple, list)) or len(sample) != n:
-            raise ValueError(f"{path}: sample {index}: expected a {n}-field {dataset} sample, got {sample!r}")
+            raise InputError(f"{path}: sample {index}: expected a {n}-field {dataset} sample, got {sample!r}")
         box = sample[bi]
         if (not isinstance(sample[0], str) or not isinstance(sample[pi], str)
                 or not isinstance(box, (list, tuple)) or len(box) != 4
                 or not all(isinstance(v, (int, float)) for v in box)):
-            raise ValueError(f"{path}: sample {index}: malformed {dataset} sample {sample!r}")
+            raise InputError(f"{path}: sample {index}: malformed {dataset} sample {sample!r}")
     return samples

@@ -18,13 +18,14 @@ import os
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from utils.io import check_writable_file, write_json
-from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.geometry import Box, iou_matrix
 from pseudo_label_generation_module.inputs import class_names, load_detections, load_synonyms
 from pseudo_label_generation_module.lexicon import Lexicon, words
 from pseudo_label_generation_module.merge import parse_source_file
 from pseudo_label_generation_module.samples import DATASETS, load_samples, phrase_field, sample_box_xyxy
+from utils.cli import run_cli
+from utils.errors import UsageError
+from utils.io import check_writable_file, write_json
 
 ENTITY_DEFINITION = ("entity: a maximal noun phrase naming an object, counted as the non-overlapping object-class "
                      "terms of the expression (class names and synonyms, singular or plural, longest first)")
@@ -81,7 +82,7 @@ def parse_source_argument(text: str, dataset: str) -> Tuple[str, str]:
     if "=" in text and not os.path.exists(text):
         name, path = text.split("=", 1)
         if not name or not path:
-            raise ValueError(f"bad source argument {text!r}: expected NAME=PATH or PATH")
+            raise UsageError(f"bad source argument {text!r}: expected NAME=PATH or PATH")
         return name, path
     parsed = parse_source_file(text, dataset)
     return (parsed.source if parsed else os.path.splitext(os.path.basename(text))[0]), text
@@ -94,7 +95,7 @@ def source_statistics(sources: Sequence[Tuple[str, str]], dataset: str, lexicon:
     stats: Dict[str, Dict[str, Any]] = {}
     for name, path in sources:
         if name in stats:
-            raise ValueError(f"source {name!r} is given twice")
+            raise UsageError(f"source {name!r} is given twice")
         samples = load_samples(path, dataset)
         stats[name] = {"path": path, **expression_statistics(samples, dataset, lexicon)}
         if reference is not None:

@@ -35,11 +35,11 @@ import torch
 from tqdm import tqdm
 
 from pseudo_label_generation_module import _cli
-from pseudo_label_generation_module._io import run_cli
 from pseudo_label_generation_module.geometry import Box, area, center, clip, inside_fraction, iou_matrix
 from pseudo_label_generation_module.inputs import (AttributeBox, ImageDetections, class_names, load_attributes,
                                                    load_detections)
 from pseudo_label_generation_module.samples import is_trainable_box, make_sample
+from utils.cli import run_cli
 
 SPATIAL_PHRASES = {
     "left": "on the left", "right": "on the right", "middle": "in the middle", "top": "at the top",

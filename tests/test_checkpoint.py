@@ -13,6 +13,7 @@ from models import build_model, build_model_from_checkpoint
 from models.clip_backbone import ClipWeightsNotFound
 from utils.checkpoint import (canonical_state_dict, compact_keys, load_checkpoint, load_model_state,
                               official_layout, save_checkpoint)
+from utils.errors import InputError
 from utils.io import atomic_torch_save, atomic_write_bytes, atomic_write_text, write_json, write_jsonl
 
 FAST_FLAGS = ("--vl_dim_feedforward", "256", "--max_query_len", "16")
@@ -177,7 +178,7 @@ class NotAllowed:
 
 
 def test_load_checkpoint_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(InputError, match="nope.pth"):
         load_checkpoint(str(tmp_path / "nope.pth"))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"definitely not a checkpoint")

@@ -12,6 +12,7 @@ from datasets.grounding import tokenize_queries
 from datasets.records import IMAGE_DIRS, LAYOUTS
 from utils.args import parse_args
 from utils.box_ops import cxcywh_to_xyxy
+from utils.errors import InputError, UsageError
 
 IMSIZE = 64
 
@@ -113,7 +114,7 @@ def test_trainval_is_train_then_val_except_referit(tmp_path):
     ds = build_dataset("trainval", make_args(tmp_path, "unc"), train=False)
     assert [r.image for r in ds.records] == ["a.jpg", "b.png"] and [r.index for r in ds.records] == [0, 1]
     make_dataset(tmp_path, "referit", {"train": ROWS, "val": ROWS})
-    with pytest.raises(FileNotFoundError, match="referit_trainval.pth"):
+    with pytest.raises(InputError, match="referit_trainval.pth"):
         build_dataset("trainval", make_args(tmp_path, "referit"))
 
 
@@ -136,19 +137,19 @@ def test_train_split_uses_train_transforms_reproducibly(tmp_path):
 
 def test_missing_split_file_names_the_path_and_present_splits(tmp_path):
     make_dataset(tmp_path, "unc", {"train": ROWS, "val": ROWS})
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(InputError) as info:
         build_dataset("testA", make_args(tmp_path, "unc"))
     message = str(info.value)
     assert os.path.join("splits", "unc", "unc_testA.pth") in message and "train, val" in message
-    with pytest.raises(FileNotFoundError, match="no folder .*gref.* holds: unc"):
+    with pytest.raises(InputError, match="no folder .*gref.* holds: unc"):
         build_dataset("val", make_args(tmp_path, "gref"))
 
 
 def test_unknown_split_or_dataset_lists_the_valid_ones(tmp_path):
     make_dataset(tmp_path, "unc", {"val": ROWS})
-    with pytest.raises(ValueError, match="valid splits: train, val, trainval, testA, testB, train_pseudo"):
+    with pytest.raises(UsageError, match="valid splits: train, val, trainval, testA, testB, train_pseudo"):
         build_dataset("test", make_args(tmp_path, "unc"))
-    with pytest.raises(ValueError, match="valid datasets: referit, unc"):
+    with pytest.raises(UsageError, match="valid datasets: referit, unc"):
         build_dataset("val", make_args(tmp_path, "refcoco"))
 
 
@@ -157,7 +158,7 @@ def test_missing_images_are_found_up_front(tmp_path):
     folder = os.path.join(data_root, IMAGE_DIRS["unc"])
     os.remove(os.path.join(folder, "b.png"))
     os.remove(os.path.join(folder, "c.jpg"))
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(InputError) as info:
         build_dataset("val", make_args(tmp_path, "unc"))
     message = str(info.value)
     assert "2 image file(s)" in message and "b.png (sample 1)" in message and "python -m datasets.check" in message

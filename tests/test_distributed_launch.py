@@ -64,8 +64,8 @@ def test_slurm_environment_gives_two_ranks(tmp_path):
     procs = []
     for rank in range(2):
         env = _clean_env(tmp_path)
-        env.update(SLURM_PROCID=str(rank), SLURM_NTASKS="2", SLURM_LOCALID=str(rank), MASTER_ADDR="127.0.0.1",
-                   MASTER_PORT=port)
+        env.update(SLURM_JOB_ID="1", SLURM_STEP_ID="0", SLURM_PROCID=str(rank), SLURM_NTASKS="2",
+                   SLURM_LOCALID=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
         procs.append(subprocess.Popen([sys.executable, PROBE, "--device", "cpu"], stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=env))
     outs = [p.communicate(timeout=180) for p in procs]
@@ -75,7 +75,7 @@ def test_slurm_environment_gives_two_ranks(tmp_path):
 
 def test_slurm_without_master_address_says_what_to_set(tmp_path):
     env = _clean_env(tmp_path)
-    env.update(SLURM_PROCID="0", SLURM_NTASKS="2", SLURM_LOCALID="0")
+    env.update(SLURM_JOB_ID="1", SLURM_STEP_ID="0", SLURM_PROCID="0", SLURM_NTASKS="2", SLURM_LOCALID="0")
     out = subprocess.run([sys.executable, PROBE, "--device", "cpu"], capture_output=True, text=True, env=env,
                          timeout=120)
     assert out.returncode != 0

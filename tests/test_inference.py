@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import inference
+from utils.errors import InputError, UsageError
 from helpers_world import make_world, random_checkpoint
 
 
@@ -61,12 +62,35 @@ def test_batch_file_gives_one_result_per_entry_in_order(setup, tmp_path):
 
 def test_missing_image_is_named_before_any_model_is_loaded(setup, tmp_path):
     missing = str(tmp_path / "nowhere.jpg")
-    with pytest.raises(SystemExit, match=f"--image {re.escape(missing)}: no such image file"):
+    with pytest.raises(InputError, match=f"--image {re.escape(missing)}: no such image file"):
         inference.main([*base(setup), "--image", missing, "--query", "a cat"])
     batch = tmp_path / "items.json"
     batch.write_text(json.dumps([{"image": setup["images"][0], "query": "a"}, {"image": missing, "query": "b"}]))
-    with pytest.raises(SystemExit, match=rf"items.json: item 1: image {re.escape(missing)} does not exist"):
+    with pytest.raises(InputError, match=rf"items.json: item 1: image {re.escape(missing)} does not exist"):
         inference.main([*base(setup), "--batch_file", str(batch)])
-    with pytest.raises(SystemExit, match="--out .*boxed.xyz: unknown picture file extension"):
+    with pytest.raises(UsageError, match="--out .*boxed.xyz: unknown picture file extension"):
         inference.main([*base(setup), "--image", setup["images"][0], "--query", "a", "--out",
                         str(tmp_path / "boxed.xyz")])
+
+
+def test_queries_that_cannot_be_grounded_are_reported_and_the_good_items_answered(setup, tmp_path, capsys):
+    """A non-string or whitespace-only query in a batch: one line each, the other items still answered, exit 1."""
+    items = [{"image": setup["images"][0], "query": "blue square"}, {"image": setup["images"][1], "query": 7},
+             {"image": setup["images"][2], "query": "   "}]
+    batch = tmp_path / "items.json"
+    batch.write_text(json.dumps(items))
+    with pytest.raises(InputError, match="2 of 3 batch items not answered"):
+        inference.main([*base(setup), "--batch_file", str(batch)])
+    out, err = capsys.readouterr()
+    answered = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [row["query"] for row in answered] == ["blue square"]
+    assert f"skipped: --batch_file {batch}: item 1: 'query' must be a string, got int 7" in err.splitlines()
+    assert f"skipped: --batch_file {batch}: item 2: 'query' '   ' is empty or only whitespace" in err.splitlines()
+    with pytest.raises(UsageError, match="--query: '  ' is empty or only whitespace"):
+        inference.main([*base(setup), "--image", setup["images"][0], "--query", "  "])
+
+
+def test_a_directory_as_eval_model_is_called_a_directory(setup, tmp_path):
+    with pytest.raises(InputError, match=f"--eval_model {re.escape(str(tmp_path))}: is a directory"):
+        inference.main(["--eval_model", str(tmp_path), "--device", "cpu", "--image", setup["images"][0],
+                        "--query", "a"])

@@ -6,7 +6,7 @@ import torch
 
 from datasets.records import LAYOUTS, BadSampleError, load_split_file, tuple_to_record
 from pseudo_label_generation_module import convert, merge, stats
-from pseudo_label_generation_module._io import run_cli
+from utils.cli import run_cli
 from pseudo_label_generation_module.inputs import (InputFormatError, load_attributes, load_captions,
                                                    load_detections, load_scene_graphs)
 from pseudo_label_generation_module.lexicon import Lexicon
@@ -232,5 +232,5 @@ def test_repeated_image_and_missing_images_list(tmp_path):
 def test_cli_entry_turns_bad_input_into_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(lambda: merge.main(["--dataset", "unc", "--folder", str(tmp_path / "missing")]))
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1  # bad input (a usage error is 2)
     assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'missing'}: folder not found"

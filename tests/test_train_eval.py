@@ -13,6 +13,7 @@ import train_clip_vg
 from demo.synthetic import SyntheticConfig, generate
 from helpers_clip import write_tiny_clip_file
 from utils.checkpoint import load_checkpoint
+from utils.errors import InputError, UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -127,7 +128,7 @@ def test_max_steps_trains_exactly_that_many_steps(world, tmp_path):
                                         "--lr_scheduler", "cosine"))
     rows = [json.loads(l) for l in (tmp_path / "log.txt").read_text().splitlines()[1:]]
     assert [r["train_steps"] for r in rows] == [4, 2] and summary["epochs"] == 2
-    with pytest.raises(SystemExit, match="--max_steps 0: must be at least 1"):
+    with pytest.raises(UsageError, match="--max_steps 0: must be at least 1"):
         train_clip_vg.main(common(world, tmp_path / "zero", "--max_steps", "0"))
 
 
@@ -145,7 +146,7 @@ def test_val_interval_steps_validates_less_often_and_trains_the_same(world, tmp_
     assert last["every"].keys() == last["sparse"].keys()
     assert all(torch.equal(last["every"][k], last["sparse"][k]) for k in last["every"])
     assert [r["val_accu"] for r in sparse] == [every[2]["val_accu"], every[5]["val_accu"]]
-    with pytest.raises(SystemExit, match="--val_interval_steps -1"):
+    with pytest.raises(UsageError, match="--val_interval_steps -1"):
         train_clip_vg.main(common(world, tmp_path / "bad", "--val_interval_steps", "-1"))
 
 
@@ -161,10 +162,10 @@ def test_lr_per_step_anneals_over_the_run_steps(world, tmp_path):
                               "--lr_scheduler", "cosine"))
     rows = [json.loads(l) for l in (tmp_path / "epoch" / "log.txt").read_text().splitlines()[1:]]
     assert [r["lr"] for r in rows] == pytest.approx([1e-3, 5e-4])
-    with pytest.raises(SystemExit, match="trained without --lr_per_step"):
+    with pytest.raises(UsageError, match="trained without --lr_per_step"):
         train_clip_vg.main(common(world, tmp_path / "epoch", "--batch_size", "2", "--max_steps", "8",
                                   "--lr_scheduler", "cosine", "--lr_per_step", "--resume", "auto"))
-    with pytest.raises(SystemExit, match="--lr_per_step: the step schedule"):
+    with pytest.raises(UsageError, match="--lr_per_step: the step schedule"):
         train_clip_vg.main(common(world, tmp_path / "x", "--lr_per_step", "--lr_scheduler", "step"))
 
 
@@ -201,7 +202,7 @@ def test_eval_bad_input_fails_with_one_clear_line(world, tmp_path, flags, messag
         ckpt_dir = tmp_path / "m"
         train_clip_vg.main(common(world, ckpt_dir, "--epochs", "1", "--batch_size", "8"))
         argv += ["--eval_model", str(ckpt_dir / "best_checkpoint.pth")]
-    with pytest.raises((SystemExit, ValueError, FileNotFoundError)) as info:
+    with pytest.raises(InputError) as info:
         eval_script.main(argv)
     assert message in str(info.value)
 
@@ -217,12 +218,12 @@ def test_checkpoint_for_another_image_size_is_refused(world, tmp_path):
 def test_unwritable_output_dir_is_refused_before_work(world, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(SystemExit, match="--output_dir"):
+    with pytest.raises(InputError, match="--output_dir"):
         train_clip_vg.main(common(world, blocker / "sub", "--epochs", "1"))
 
 
 def test_missing_resume_checkpoint_is_refused(world, tmp_path):
-    with pytest.raises(SystemExit, match="--resume .*no such checkpoint"):
+    with pytest.raises(InputError, match="--resume .*no such checkpoint"):
         train_clip_vg.main(common(world, tmp_path, "--epochs", "1", "--resume", str(tmp_path / "none.pth")))
 
 

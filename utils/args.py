@@ -11,6 +11,8 @@ import argparse
 import warnings
 from typing import Iterable, Sequence
 
+from utils.errors import UsageError
+
 # Official flags that had no effect there and have none here: a warning says so when they are given.
 NO_OP_FLAGS = {
     "lr_bert": "the official code selects these parameters by names that do not exist; everything trains at --lr",
@@ -231,12 +233,12 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     args.no_op_flags = warn_no_op_flags(argv)
     args.given_flags = sorted(given_flags(argv))
     if args.max_query_len < 2 or args.max_query_len > 77:
-        raise SystemExit(f"--max_query_len {args.max_query_len}: must be between 2 and CLIP's 77")
+        raise UsageError(f"--max_query_len {args.max_query_len}: must be between 2 and CLIP's 77")
     if args.lr_per_step and args.lr_scheduler == "step":
-        raise SystemExit("--lr_per_step: the step schedule drops per epoch (--lr_drop); use a multiplier schedule "
+        raise UsageError("--lr_per_step: the step schedule drops per epoch (--lr_drop); use a multiplier schedule "
                          "(--lr_scheduler poly, halfdecay, cosine or exponential)")
     if args.val_interval_steps < 0:
-        raise SystemExit(f"--val_interval_steps {args.val_interval_steps}: must be 0 (every epoch) or more")
+        raise UsageError(f"--val_interval_steps {args.val_interval_steps}: must be 0 (every epoch) or more")
     if args.max_steps is not None and args.max_steps < 1:
-        raise SystemExit(f"--max_steps {args.max_steps}: must be at least 1")
+        raise UsageError(f"--max_steps {args.max_steps}: must be at least 1")
     return args

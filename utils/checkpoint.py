@@ -25,12 +25,14 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import re
 import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from utils.errors import InputError
 from utils.io import atomic_torch_save
 
 FORMAT_NAME = "clip-vg"
@@ -94,7 +96,7 @@ def canonical_state_dict(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, t
             out[target] = value
             used += 1
         elif not _same_tensor(out[target], value):
-            raise ValueError(f"checkpoint: {key} differs from {target}; in official checkpoints these are one "
+            raise InputError(f"checkpoint: {key} differs from {target}; in official checkpoints these are one "
                              "shared tensor saved twice, so the file is inconsistent")
     return out, {"ignored": ignored, "aliases": len(aliased), "aliases_standing_in": used}
 
@@ -206,27 +208,31 @@ def _is_torchscript(path: str) -> bool:
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Read a CLIP-VG checkpoint (ours or official) with ``torch.load(weights_only=True)``, allowing
-    ``argparse.Namespace``. Adds ``checkpoint_path`` (absolute). Raises ``FileNotFoundError`` / ``ValueError``
-    naming the file when it is missing, not a torch file, or not a CLIP-VG checkpoint."""
+    ``argparse.Namespace``. Adds ``checkpoint_path`` (absolute). Raises ``InputError`` naming the file when it is
+    a folder, missing, not a torch file, holds a global the safe loader refuses (named), or is no CLIP-VG
+    checkpoint."""
+    if os.path.isdir(path):
+        raise InputError(f"checkpoint {path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path}: no such file")
+        raise InputError(f"checkpoint {path}: no such file")
     if _is_torchscript(path):
-        raise ValueError(f"checkpoint {path}: a TorchScript archive (an OpenAI CLIP file?), not a CLIP-VG "
+        raise InputError(f"checkpoint {path}: a TorchScript archive (an OpenAI CLIP file?), not a CLIP-VG "
                          "checkpoint; a CLIP file is passed with --model")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        blocked = [line.strip() for line in str(exc).splitlines() if "Unsupported global" in line]
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if isinstance(exc, pickle.UnpicklingError) and blocked:
-            raise ValueError(f"checkpoint {path}: refused by the safe loader (weights_only=True), it holds objects "
-                             f"other than tensors, plain values and argparse.Namespace: {blocked[0]}") from exc
+            raise InputError(f"checkpoint {path}: refused by the safe loader (weights_only=True): it holds a "
+                             f"{blocked.group(1)}, which is not a tensor, a plain value or an argparse.Namespace, "
+                             "and a checkpoint must not need code to load") from exc
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ValueError(f"checkpoint {path}: not a torch checkpoint file ({type(exc).__name__}: {first})") from exc
+        raise InputError(f"checkpoint {path}: not a torch checkpoint file ({type(exc).__name__}: {first})") from exc
     state = ckpt.get("model") if isinstance(ckpt, dict) else None
     if not isinstance(state, Mapping) or not all(k in state for k in _MARKER_KEYS):
         what = (f"a dict with keys {sorted(ckpt)[:8]}" if isinstance(ckpt, dict) else type(ckpt).__name__)
-        raise ValueError(f"checkpoint {path}: not a CLIP-VG checkpoint (expected a dict whose 'model' state dict "
+        raise InputError(f"checkpoint {path}: not a CLIP-VG checkpoint (expected a dict whose 'model' state dict "
                          f"holds {', '.join(_MARKER_KEYS)}; found {what})")
     ckpt["checkpoint_path"] = os.path.abspath(path)
     return ckpt
@@ -278,18 +284,18 @@ def load_model_state(model: torch.nn.Module, ckpt: Mapping[str, Any]) -> Dict[st
     if unexpected or missing:
         hint = (" (another --vl_enc_layers?)" if any(k.startswith("vl_transformer.") for k in unexpected + missing)
                 else " (another backbone?)")
-        raise ValueError(f"{where}: keys do not match this model: missing {missing[:6]}"
+        raise InputError(f"{where}: keys do not match this model: missing {missing[:6]}"
                          f"{' ...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
                          f"{' ...' if len(unexpected) > 6 else ''}{hint}")
     bad = [(k, tuple(state[k].shape), tuple(expected[k].shape)) for k in state
            if tuple(state[k].shape) != tuple(expected[k].shape)]
     if bad:
         lines = "; ".join(f"{k}: checkpoint {g} vs model {w} ({_mismatch_cause(model, k, g, w)})" for k, g, w in bad)
-        raise ValueError(f"{where}: {len(bad)} tensor shape(s) do not fit this model: {lines}")
+        raise InputError(f"{where}: {len(bad)} tensor shape(s) do not fit this model: {lines}")
     if not full:
         want = (ckpt.get("clip_source") or {}).get("sha256")
         if want and want != model.clip_weights_sha256():
-            raise ValueError(f"{where}: the model's CLIP weights ({model.clip_source.get('spec')}, sha256 "
+            raise InputError(f"{where}: the model's CLIP weights ({model.clip_source.get('spec')}, sha256 "
                              f"{model.clip_weights_sha256()[:16]}) are not the ones this compact checkpoint was "
                              f"trained with ({ckpt['clip_source'].get('spec')}, sha256 {want[:16]})")
     model.load_state_dict(state, strict=False)
@@ -306,7 +312,7 @@ def convert_official_optimizer_state(opt_state: Mapping[str, Any]) -> Dict[str, 
     ``visu_proj``."""
     groups = opt_state.get("param_groups", [])
     if len(groups) != 4 or any(g["params"] for g in groups[1:]) or len(groups[0]["params"]) < 3:
-        raise ValueError("optimizer state: not an official CLIP-VG one (expected 4 param groups, only the first "
+        raise InputError("optimizer state: not an official CLIP-VG one (expected 4 param groups, only the first "
                          f"non-empty; got sizes {[len(g['params']) for g in groups]})")
     ids = list(groups[0]["params"])
     keep = ids[:1] + ids[3:]

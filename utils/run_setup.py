@@ -3,25 +3,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from datasets.grounding import PROMPT_PLACEHOLDER
 from utils.args import parse_args
-from utils.errors import InputError
+from utils.checkpoint import checkpoint_clip_state_dict
+from utils.errors import InputError, UsageError
 from utils.io import check_writable_dir
-from utils.misc import broadcast_object, cleanup_distributed, init_distributed_mode, is_main_process
+from utils.misc import (broadcast_object, cleanup_distributed, init_distributed_mode, is_main_process,
+                        settle_rank_failure)
+from utils.prompt import PROMPT_PLACEHOLDER
 
 
 def prepare_output_dir(path: str) -> str:
     """Create ``path`` and prove it is writable (on rank 0), before any work is done.
 
-    Raises ``SystemExit`` with one line naming the folder when it cannot be created or written."""
+    Raises ``UsageError`` for an empty path and ``InputError`` naming the folder when it cannot be created or
+    written."""
     if not path:
-        raise SystemExit("--output_dir is empty: give a folder for checkpoints and logs")
+        raise UsageError("--output_dir is empty: give a folder for checkpoints and logs")
     error = None
     if is_main_process():
         try:
@@ -30,13 +32,13 @@ def prepare_output_dir(path: str) -> str:
             error = str(exc)
     error = broadcast_object(error)
     if error:
-        raise SystemExit(error)
+        raise InputError(error)
     return os.path.abspath(path)
 
 
 def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
     """'' -> ''; 'auto' -> ``output_dir/checkpoint.pth`` when it exists, else '' (fresh start);
-    a path -> itself, or ``SystemExit`` naming the flag when the file does not exist."""
+    a path -> itself, or ``InputError`` naming the flag when it is a folder or does not exist."""
     if not value:
         return ""
     if value == "auto":
@@ -45,8 +47,10 @@ def resolve_checkpoint_path(value: str, output_dir: str, flag: str) -> str:
             return latest
         print(f"| {flag} auto: no checkpoint.pth in {output_dir} yet, starting from scratch")
         return ""
+    if os.path.isdir(value):
+        raise InputError(f"{flag} {value}: is a directory, not a checkpoint file")
     if not os.path.isfile(value):
-        raise SystemExit(f"{flag} {value}: no such checkpoint file")
+        raise InputError(f"{flag} {value}: no such checkpoint file")
     return value
 
 
@@ -69,10 +73,27 @@ def checkpoint_args(ckpt: Dict[str, Any]) -> Dict[str, Any]:
     return vars(stored) if isinstance(stored, argparse.Namespace) else (stored or {})
 
 
+def _warn_ignored_model(args: argparse.Namespace, ckpt: Dict[str, Any], where: str) -> None:
+    """A given ``--model`` that differs from the CLIP a checkpoint records is not what the model is built with:
+    one warning naming both."""
+    given = getattr(args, "model", None)
+    if "model" not in getattr(args, "given_flags", ()) or not given:
+        return
+    spec = (ckpt.get("clip_source") or {}).get("spec")
+    if checkpoint_clip_state_dict(ckpt) is not None:
+        recorded = f"the CLIP tensors stored in it{f' ({spec})' if spec else ''}"
+    elif spec and spec != given:
+        recorded = f"{spec}, recorded in it (--model is used only when those weights cannot be found)"
+    else:
+        return
+    warnings.warn(f"--model {given} is ignored: {where} carries its own CLIP, {recorded}", stacklevel=3)
+
+
 def adopt_checkpoint_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) -> List[str]:
     """Copy the model-shaping settings stored in ``ckpt['args']`` into ``args`` where the command line did not
     give them (so a model trained at ``--imsize 96`` evaluates at 96 without repeating the flag); a given flag that
-    disagrees with the checkpoint is kept, with a warning naming both values. Returns the names adopted."""
+    disagrees with the checkpoint is kept, with a warning naming both values; so is a given ``--model`` that the
+    checkpoint's own CLIP overrides. Returns the names adopted."""
     stored = checkpoint_args(ckpt)
     given = set(getattr(args, "given_flags", ()))
     where = ckpt.get("checkpoint_path", "the checkpoint")
@@ -86,6 +107,7 @@ def adopt_checkpoint_settings(args: argparse.Namespace, ckpt: Dict[str, Any]) ->
         else:
             setattr(args, name, stored[name])
             adopted.append(name)
+    _warn_ignored_model(args, ckpt, where)
     if adopted:
         print("| from the checkpoint: " + ", ".join(f"--{n} {getattr(args, n)!r}" for n in adopted))
     return adopted
@@ -140,35 +162,16 @@ class SummaryWriterOnMain:
             self.writer.close()
 
 
-USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, RuntimeError)
-"""What bad input raises (a bad flag, file, checkpoint or sample, missing CLIP weights, a non-finite loss): the
-command-line entry points print its message on one line instead of a traceback."""
-
-
 def run_distributed(script: str, run: Callable[[argparse.Namespace], Any], argv: Optional[Sequence[str]]) -> Any:
     """The body of an entry script's ``main(argv)``: parse ``argv`` with ``script``'s defaults, join the process
-    group the launcher describes (none without a launcher), ``run(args)``, and always leave the group."""
+    group the launcher describes (none without a launcher), ``run(args)``, and always leave the group. A rank that
+    fails tells the others first (``settle_rank_failure``), so the launcher blames the rank that failed first."""
     args = parse_args(script, argv)
     init_distributed_mode(args)
     try:
         return run(args)
+    except Exception as exc:
+        settle_rank_failure(exc)
+        raise
     finally:
         cleanup_distributed()
-
-
-def run_cli(main: Callable[[], Any]) -> None:
-    """Call an entry script's ``main()``; a user error (one of ``USER_ERRORS``, or
-    ``SystemExit`` with a message) exits with status 1 and ``error: <message>`` (the full
-    traceback with ``CLIPVG_TRACEBACK=1``). Tests call ``main(argv)`` directly and see the exception."""
-    try:
-        main()
-    except SystemExit as exc:
-        if not isinstance(exc.code, str):  # argparse's status 2, or an explicit exit status
-            raise
-        print(f"error: {exc.code}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
-    except USER_ERRORS as exc:
-        if os.environ.get("CLIPVG_TRACEBACK"):
-            raise
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
