@@ -15,11 +15,12 @@ STAMP := $(VENV)/.requirements-$(REQUIREMENTS_HASH)
 
 .PHONY: demo test venv browser
 
+# Run inside the activated environment: the scripts the tests start (e.g. train_and_eval_script/*.sh) call `python`.
 demo: $(STAMP)
-	$(VENV_PYTHON) demo.py $(DEMO_ARGS)
+	. $(VENV)/bin/activate && python demo.py $(DEMO_ARGS)
 
 test: $(STAMP) browser
-	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+	. $(VENV)/bin/activate && python -m pytest $(PYTEST_ARGS)
 
 venv: $(STAMP)
 
