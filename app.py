@@ -203,6 +203,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == "__main__":
-    from utils.run_setup import run_cli
+    from utils.cli import run_cli
 
     run_cli(main)

@@ -26,6 +26,7 @@ def _command(entry: str) -> list:
 def _cases(tmp: str) -> list:
     """(entry point, flags, expected status, expected start of stderr's last line or None)."""
     out, run = os.path.join(tmp, "out"), ["--device", "cpu", "--output_dir", os.path.join(tmp, "run")]
+    labels = os.path.join(tmp, "labels.pth")  # a file to write (``out`` becomes a folder: the drivers' work_dir)
     return [
         ("train_clip_vg.py", [*run, "--max_steps", "0"], 2, "error: --max_steps 0: must be at least 1"),
         ("train_clip_vg.py", [*run, "--resume", MISSING], 1, f"error: --resume {MISSING}: no such checkpoint file"),
@@ -47,22 +48,22 @@ def _cases(tmp: str) -> list:
                             "--sources", "a"], 1, None),
         ("curriculum.select", ["--no_such_flag"], 2, None),
         ("curriculum.select", ["--dataset", "unc", "--out_dir", out, "--merge_dir", MISSING], 1, "error: "),
-        (f"{PSEUDO}.caption", ["--dataset", "unc", "--output", out], 2, None),
-        (f"{PSEUDO}.caption", ["--dataset", "unc", "--output", out, "--captions", MISSING, "--detections", MISSING],
+        (f"{PSEUDO}.caption", ["--dataset", "unc", "--output", labels], 2, None),
+        (f"{PSEUDO}.caption", ["--dataset", "unc", "--output", labels, "--captions", MISSING, "--detections", MISSING],
          1, f"error: {MISSING}: file not found"),
         (f"{PSEUDO}.convert", ["no-such-format"], 2, None),
-        (f"{PSEUDO}.convert", ["coco-captions", "--results", MISSING, "--annotations", MISSING, "--output", out], 1,
+        (f"{PSEUDO}.convert", ["coco-captions", "--results", MISSING, "--annotations", MISSING, "--output", labels], 1,
          f"error: {MISSING}: file not found"),
         (f"{PSEUDO}.merge", ["--dataset", "unc", "--inputs", MISSING], 2, "error: --output is required with --inputs"),
         (f"{PSEUDO}.merge", ["--dataset", "unc", "--folder", MISSING], 1, f"error: {MISSING}: folder not found"),
-        (f"{PSEUDO}.relation", ["--dataset", "unc", "--output", out, "--scene_graphs", MISSING, "--per_image", "0"],
+        (f"{PSEUDO}.relation", ["--dataset", "unc", "--output", labels, "--scene_graphs", MISSING, "--per_image", "0"],
          2, "error: RelationConfig.per_image must be >= 1"),
-        (f"{PSEUDO}.relation", ["--dataset", "unc", "--output", out, "--scene_graphs", MISSING], 1,
+        (f"{PSEUDO}.relation", ["--dataset", "unc", "--output", labels, "--scene_graphs", MISSING], 1,
          f"error: {MISSING}: file not found"),
         (f"{PSEUDO}.stats", ["--dataset", "unc"], 2, None),
         (f"{PSEUDO}.stats", [MISSING, "--dataset", "unc"], 1, f"error: {MISSING}: file not found"),
-        (f"{PSEUDO}.template", ["--dataset", "unc", "--output", out], 2, None),
-        (f"{PSEUDO}.template", ["--dataset", "unc", "--output", out, "--detections", MISSING], 1,
+        (f"{PSEUDO}.template", ["--dataset", "unc", "--output", labels], 2, None),
+        (f"{PSEUDO}.template", ["--dataset", "unc", "--output", labels, "--detections", MISSING], 1,
          f"error: {MISSING}: file not found"),
     ]
 
