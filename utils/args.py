@@ -1,15 +1,17 @@
-"""The one argument parser shared by ``train_clip_vg.py``, ``eval.py``, ``eval_for_reliability_distribution.py``
-and ``inference.py``.
+"""The argument parser of ``train_clip_vg.py``, ``eval.py``, ``eval_for_reliability_distribution.py`` and
+``inference.py``: one definition of every flag, and per script the flags it shows in ``--help`` (``SCRIPT_FLAGS``).
 
-Every flag of the official scripts is accepted with the official default, so existing launch scripts run
-unchanged. Flags that the official code parses but never reads are accepted and produce one warning when given.
-Per-script defaults (batch size, workers, evaluation split) follow the official scripts.
+Every flag of the official scripts is accepted by every script with the official default, so existing launch
+scripts run unchanged; official flags a script does not use are hidden from its ``--help``, and those the official
+code parses but never reads (``NO_OP_FLAGS``, listed in docs/deviations.md) warn when given. A flag of another
+script that is not an official one (``--image`` given to the train script) is refused. Per-script defaults (batch
+size, workers, evaluation split) follow the official scripts.
 """
 from __future__ import annotations
 
 import argparse
 import warnings
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from utils.errors import UsageError
 
@@ -43,6 +45,28 @@ NO_OP_FLAGS = {
     "cross_attention_probs_dropout_prob": "parsed and never read by the official code",
 }
 
+# Flags of the official scripts (their users' launch scripts pass them to any of the four scripts).
+OFFICIAL_FLAGS = frozenset((
+    "sup_type lr lr_bert lr_visu_cnn lr_visu_tra batch_size weight_decay epochs lr_power lr_exponential "
+    "clip_max_norm eval optimizer lr_scheduler lr_drop aug_blur aug_crop aug_scale aug_translate model imsize "
+    "emb_size vl_dropout vl_nheads vl_hidden_dim vl_dim_feedforward vl_enc_layers data_root split_root dataset "
+    "max_query_len prompt output_dir device seed resume retrain start_epoch num_workers world_size dist_url "
+    "eval_set eval_model local_rank").split()) | NO_OP_FLAGS.keys()
+
+_MODEL = ("batch_size amp model clip_download_root tapped_layers imsize max_query_len vl_dropout vl_nheads "
+          "vl_hidden_dim vl_dim_feedforward vl_enc_layers prompt device seed deterministic compile")
+_DATA = "data_root split_root dataset num_workers cache_images dist_url local_rank output_dir"
+SCRIPT_FLAGS = {
+    "train": frozenset(f"{_MODEL} {_DATA} sup_type lr weight_decay epochs max_steps val_interval_steps lr_power "
+                       "lr_exponential clip_max_norm eval optimizer lr_scheduler lr_drop lr_per_step aug_blur "
+                       "aug_crop aug_scale aug_translate aug_color resume retrain overwrite start_epoch "
+                       "full_checkpoint skip_bad_samples".split()),
+    "eval": frozenset(f"{_MODEL} {_DATA} eval_set eval_model save_predictions report".split()),
+    "reliability": frozenset(f"{_MODEL} {_DATA} eval_set eval_model report".split()),
+    "inference": frozenset(f"{_MODEL} eval_model image query out batch_file attention attention_layer".split()),
+}
+"""The flags each script uses: shown in its ``--help``; official ones outside it are accepted but hidden."""
+
 SCRIPT_DEFAULTS = {
     "train": dict(batch_size=8, num_workers=8, eval_set="test", prompt=""),
     "eval": dict(batch_size=32, num_workers=4, eval_set="test", prompt="{pseudo_query}"),
@@ -51,13 +75,26 @@ SCRIPT_DEFAULTS = {
 }
 
 
+class _ScriptGroup:
+    """An argument group that hides from ``--help`` the flags its script does not use (``SCRIPT_FLAGS``)."""
+
+    def __init__(self, parser: argparse.ArgumentParser, title: str, script: str) -> None:
+        self.group, self.shown = parser.add_argument_group(title), SCRIPT_FLAGS[script]
+
+    def add_argument(self, *flags: str, **kwargs: Any) -> argparse.Action:
+        dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
+        if dest not in self.shown:
+            kwargs["help"] = argparse.SUPPRESS
+        return self.group.add_argument(*flags, **kwargs)
+
+
 def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
-    """Build the shared parser; ``script`` selects the official per-script defaults."""
+    """Build ``script``'s parser: every flag, its own shown in ``--help``, with the official per-script defaults."""
     if script not in SCRIPT_DEFAULTS:
         raise ValueError(f"unknown script {script!r}; expected one of {sorted(SCRIPT_DEFAULTS)}")
     p = argparse.ArgumentParser(f"CLIP-VG ({script})", allow_abbrev=False)
 
-    g = p.add_argument_group("optimisation")
+    g = _ScriptGroup(p, "optimisation", script)
     g.add_argument("--sup_type", default="un", choices=["un", "full"],
                    help="'full' trains on the human 'train' split, 'un' (default) on 'train_pseudo'")
     g.add_argument("--lr", default=1e-4, type=float)
@@ -90,7 +127,7 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--amp", default="bf16", choices=["off", "bf16", "fp16"],
                    help="mixed precision on CUDA (ignored on the CPU, which always runs fp32)")
 
-    g = p.add_argument_group("augmentation")
+    g = _ScriptGroup(p, "augmentation", script)
     g.add_argument("--aug_blur", action="store_true", help="Gaussian blur with probability 0.5")
     g.add_argument("--aug_crop", action="store_true", help="random crop branch")
     g.add_argument("--aug_scale", action="store_true", help="multi-scale resize")
@@ -99,7 +136,7 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
                    help="colour jitter with probability 0.8 (on, as the official code always applies it; "
                         "--no-aug_color turns it off, e.g. where colour words are the labels)")
 
-    g = p.add_argument_group("model")
+    g = _ScriptGroup(p, "model", script)
     g.add_argument("--model", default="ViT-B/16",
                    help="CLIP weights: ViT-B/16, ViT-B/32, ViT-L/14 or ViT-L/14@336px (OpenAI's file under "
                         "--clip_download_root, else the Hugging Face hub, else OpenAI's URL), hf-hub:ORG/NAME[@REV] "
@@ -118,7 +155,7 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--vl_dim_feedforward", default=2048, type=int)
     g.add_argument("--vl_enc_layers", default=6, type=int)
 
-    g = p.add_argument_group("data")
+    g = _ScriptGroup(p, "data", script)
     g.add_argument("--data_root", default="./data/image_data/", help="image folders (see README)")
     g.add_argument("--split_root", default="./data/pseudo_samples/", help="split files {dataset}/{dataset}_{split}.pth")
     g.add_argument("--dataset", default="referit",
@@ -133,7 +170,7 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
                         "an in-process SSA / MSA driver reuse it) and each sample's item: faster epochs for data sets "
                         "that fit in RAM, e.g. the synthetic one on a CPU")
 
-    g = p.add_argument_group("run")
+    g = _ScriptGroup(p, "run", script)
     g.add_argument("--output_dir", default="./outputs", help="where checkpoints, logs and results go")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     g.add_argument("--seed", default=13, type=int, help="base seed; each process uses seed + rank")
@@ -151,13 +188,13 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--skip_bad_samples", action=argparse.BooleanOptionalAction, default=True,
                    help="training: skip malformed samples and print their count (evaluation never skips)")
 
-    g = p.add_argument_group("distributed")
+    g = _ScriptGroup(p, "distributed", script)
     g.add_argument("--world_size", default=1, type=int)
     g.add_argument("--dist_url", default="env://")
     g.add_argument("--local_rank", "--local-rank", dest="local_rank", default=-1, type=int,
                    help="set by the legacy torch.distributed.launch without --use_env")
 
-    g = p.add_argument_group("evaluation")
+    g = _ScriptGroup(p, "evaluation", script)
     g.add_argument("--eval_set", help="split to evaluate or score")
     g.add_argument("--eval_model", default="", help="checkpoint to evaluate")
     g.add_argument("--save_predictions", default="",
@@ -167,7 +204,7 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
                         "worst and best predictions) into this folder; reliability script: the same for the least and "
                         "most reliable pseudo labels")
 
-    g = p.add_argument_group("inference (inference.py)")
+    g = _ScriptGroup(p, "inference (inference.py)", script)
     g.add_argument("--image", default="", help="image file to ground --query in")
     g.add_argument("--query", default="", help="referring expression")
     g.add_argument("--out", default="", help="write the image with the predicted box drawn on it here")
@@ -179,7 +216,7 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--attention_layer", default=-1, type=int,
                    help="fusion layer whose [REG] attention --attention shows (0-based; default -1: the last)")
 
-    g = p.add_argument_group("official flags without effect (accepted for compatibility; warn when given)")
+    g = _ScriptGroup(p, "official flags without effect (accepted, hidden; they warn when given)", script)
     g.add_argument("--emb_size", default=512, type=int)
     g.add_argument("--num_queries", default=100, type=int)
     g.add_argument("--dim_feedforward", default=2048, type=int)
@@ -232,6 +269,9 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     args = get_args_parser(script).parse_args(argv)
     args.no_op_flags = warn_no_op_flags(argv)
     args.given_flags = sorted(given_flags(argv))
+    foreign = sorted(set(args.given_flags) - SCRIPT_FLAGS[script] - OFFICIAL_FLAGS)
+    if foreign:
+        raise UsageError(f"--{foreign[0]} is not an option of this script (see --help)")
     if args.max_query_len < 2 or args.max_query_len > 77:
         raise UsageError(f"--max_query_len {args.max_query_len}: must be between 2 and CLIP's 77")
     if args.lr_per_step and args.lr_scheduler == "step":
