@@ -1,6 +1,7 @@
-"""Grounding samples as typed records, and the official split-file layouts (SPEC §2).
+"""Grounding samples as typed records, and the official split-file layouts (docs/data.md).
 
-The official tuple layouts exist only here, where split files are read and written:
+The official tuple layouts exist only here (the pseudo-label module and the curriculum use them from here), and
+``load_split_file`` is the one reader of split files:
 
 * ``flickr``: ``(image_file, box, phrase)``
 * every other dataset: ``(image_file, extra, box, phrase, extra2)`` (the extras are ids, mask files, attribute
@@ -22,6 +23,7 @@ import pickle
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
+from utils.errors import InputError
 from utils.io import torch_load_plain
 
 BoxXYXY = Tuple[float, float, float, float]
@@ -71,6 +73,11 @@ class Layout:
     @property
     def query_field(self) -> int:
         return self.fields.index("phrase")
+
+    @property
+    def width(self) -> int:
+        """Number of fields of a sample tuple."""
+        return len(self.fields)
 
     def describe(self) -> str:
         box = "[x, y, w, h]" if self.box_format == "xywh" else "[x1, y1, x2, y2]"
@@ -258,21 +265,57 @@ def _missing_split_message(path: str, split_root: str, dataset: str) -> str:
     return f"split file {path} not found: --split_root {split_root} does not exist"
 
 
-def load_split_file(path: str) -> List[Any]:
-    """A split file's sample list, loaded as safely as ``weights_only=True`` (``torch_load_plain``); clear errors for
-    missing or bad files."""
+def load_split_file(path: str, dataset: Optional[str] = None, same_layout: bool = False) -> List[Any]:
+    """A split file's sample list, loaded as safely as ``weights_only=True`` (``torch_load_plain``): the one reader of
+    split files. A missing file, one that is not a torch.save'd list (a text file named .pth included) or one holding
+    objects the safe loader refuses raises a one-line ``InputError`` naming it.
+
+    Training and evaluation check samples one by one (``tuple_to_record``: a bad sample is skipped or named) and ask
+    for nothing more. With ``dataset``, every sample must have that dataset's layout (``check_layout``); with
+    ``same_layout``, all samples must share one layout, whichever it is."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split file {path} not found")
     try:
         data = torch_load_plain(path)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
-                         f"(samples must be plain tuples/lists of str, numbers and lists): {e}") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"split file {path} is not a readable torch.save file: {e}") from e
+        raise InputError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
+                         f"(samples must be plain tuples/lists of str, numbers and lists): {e}") from None
+    except Exception as e:  # any decoding failure of a file that is not a torch.save file (e.g. KeyError on text)
+        raise InputError(f"split file {path} is not a readable torch.save file "
+                         f"({type(e).__name__}: {e})") from None
     if not isinstance(data, list):
-        raise ValueError(f"split file {path} must hold a list of samples, got {type(data).__name__}")
+        raise InputError(f"split file {path} must hold a list of samples, got {type(data).__name__}")
+    if dataset is not None or same_layout:
+        check_layout(data, path, dataset)
     return data
+
+
+def check_layout(samples: Sequence[Any], where: str, dataset: Optional[str] = None) -> List[Any]:
+    """Check the shape of every sample (not its values, see ``tuple_to_record``) and return them as a list: with
+    ``dataset``, its field count, a string image and query and a 4-number box; without, tuples/lists of one common
+    length. ``InputError`` naming ``where`` and the first bad sample."""
+    if dataset is None:
+        width = None
+        for i, sample in enumerate(samples):
+            if not isinstance(sample, (tuple, list)):
+                raise InputError(f"{where}: sample {i} is a {type(sample).__name__}, expected a tuple")
+            if width is None:
+                width = len(sample)
+            elif len(sample) != width:
+                raise InputError(f"{where}: sample {i} has {len(sample)} fields but sample 0 has {width}: "
+                                 "mixed tuple layouts")
+        return list(samples)
+    check_dataset_name(dataset)
+    layout = LAYOUTS[dataset]
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, (tuple, list)) or len(sample) != layout.width:
+            raise InputError(f"{where}: sample {i}: expected a {layout.width}-field {dataset} sample, got {sample!r}")
+        box = sample[layout.box_field]
+        if (not isinstance(sample[0], str) or not isinstance(sample[layout.query_field], str)
+                or not isinstance(box, (list, tuple)) or len(box) != 4
+                or not all(isinstance(v, (int, float)) for v in box)):
+            raise InputError(f"{where}: sample {i}: malformed {dataset} sample {sample!r}")
+    return list(samples)
 
 
 def load_split(split_root: str, dataset: str, split: str) -> List[Any]:

@@ -1,14 +1,12 @@
-"""Checked readers for the package's inputs (errors name the file; writes go through ``utils.io``) and the CLI
-entry wrapper that turns such errors into a one-line message."""
+"""Checked reading of the package's JSON inputs (errors name the file; split files are read by
+``datasets.records.load_split_file``, writes go through ``utils.io``) and the CLI entry wrapper that turns such errors
+into a one-line message."""
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import sys
-from typing import Any, Callable, List
-
-from utils.io import torch_load_plain
+from typing import Any, Callable
 
 
 def read_json(path: str) -> Any:
@@ -20,20 +18,6 @@ def read_json(path: str) -> Any:
             return json.load(fh)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: not valid JSON ({e})") from None
-
-
-def load_sample_list(path: str) -> List[Any]:
-    """A torch.save'd list of samples, loaded as safely as ``weights_only=True`` (``torch_load_plain``); errors name
-    the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        data = torch_load_plain(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path}: not a torch.save'd list of plain tuples ({e})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of samples, got {type(data).__name__}")
-    return data
 
 
 def run_cli(main: Callable[[], Any]) -> None:
