@@ -35,10 +35,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torchvision.ops import box_iou
 
-from curriculum.driver import budget_epochs, default_min_samples
-from curriculum.runner import (REPO_ROOT, RunFailedError, TrainLauncher, file_fingerprint, log_tail,
-                               spawn_streaming)
-from curriculum.selection import prepare_split_root
+from curriculum.runs.cache import file_fingerprint
+from curriculum.runs.command_line import budget_epochs, default_min_samples
+from curriculum.runs.launchers import REPO_ROOT, RunFailedError, TrainLauncher
+from curriculum.runs.processes import log_tail, spawn_streaming
+from curriculum.subset_files import prepare_split_root
 from datasets.records import load_split_file, parse_records
 from datasets.synthetic import SyntheticConfig, generate
 from engine import ACCURACY_IOU

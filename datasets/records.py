@@ -1,4 +1,4 @@
-"""Grounding samples as typed records, and the official split-file layouts (docs/data.md).
+"""Grounding samples as typed records, and the official split-file layouts.
 
 The official tuple layouts exist only here (the pseudo-label module and the curriculum use them from here), and
 ``load_split_file`` is the one reader of split files:
@@ -265,6 +265,19 @@ def _missing_split_message(path: str, split_root: str, dataset: str) -> str:
     return f"split file {path} not found: --split_root {split_root} does not exist"
 
 
+def _looks_like_torch_save(path: str) -> bool:
+    """Whether ``path`` starts like a torch.save file: a zip archive (torch's format) or a pickle (the legacy one)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
+def _reason(e: BaseException) -> str:
+    """The one line of a loader's message that says what it refused (torch's weights-only errors span several)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "nsupported" in line), lines[0] if lines else "")
+
+
 def load_split_file(path: str, dataset: Optional[str] = None, same_layout: bool = False) -> List[Any]:
     """A split file's sample list, loaded as safely as ``weights_only=True`` (``torch_load_plain``): the one reader of
     split files. A missing file, one that is not a torch.save'd list (a text file named .pth included) or one holding
@@ -275,14 +288,18 @@ def load_split_file(path: str, dataset: Optional[str] = None, same_layout: bool 
     ``same_layout``, all samples must share one layout, whichever it is."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"split file {path} not found")
+    if not _looks_like_torch_save(path):
+        raise InputError(f"split file {path} is not a readable torch.save file (neither torch's zip format nor a "
+                         "pickle)")
     try:
         data = torch_load_plain(path)
-    except pickle.UnpicklingError as e:
-        raise InputError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
-                         f"(samples must be plain tuples/lists of str, numbers and lists): {e}") from None
-    except Exception as e:  # any decoding failure of a file that is not a torch.save file (e.g. KeyError on text)
-        raise InputError(f"split file {path} is not a readable torch.save file "
-                         f"({type(e).__name__}: {e})") from None
+    except Exception as e:  # the safe loader's refusal, or any decoding failure of a damaged file
+        reason = _reason(e)
+        if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in reason:
+            raise InputError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
+                             f"(samples must be plain tuples/lists of str, numbers and lists): {reason}") from None
+        raise InputError(f"split file {path} is not a readable torch.save file ({type(e).__name__}: {reason})"
+                         ) from None
     if not isinstance(data, list):
         raise InputError(f"split file {path} must hold a list of samples, got {type(data).__name__}")
     if dataset is not None or same_layout:

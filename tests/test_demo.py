@@ -6,7 +6,7 @@ import os
 import torch
 
 import demo
-from curriculum.driver import budget_epochs
+from curriculum.runs.command_line import budget_epochs
 from datasets.synthetic import KINDS
 
 MODELS = ("all template labels (no selection)", "SSA (template)", "MSA (template + caption + relation)",

@@ -1,7 +1,6 @@
 """The one reader of split files: a file that is not a torch.save'd list (a text file named .pth) is a one-line
 ``InputError`` naming it wherever a split or source file is read (training and evaluation data sets, the checker,
 the pseudo-label merge, the curriculum)."""
-import os
 
 import pytest
 
@@ -26,11 +25,14 @@ def _one_line_naming(exc, path):
     assert isinstance(exc, InputError) and path in message and "\n" not in message, message
 
 
-def test_a_text_file_is_an_input_error_naming_it(tmp_path):
-    path = _text_split(tmp_path)
+@pytest.mark.parametrize("content", [b"hello, I am a text file\n", b"not a split file\n",
+                                     b"\x80\x04damaged pickle", b"PK\x03\x04 a cut zip archive"])
+def test_a_text_or_damaged_file_is_an_input_error_naming_it(tmp_path, content):
+    path = tmp_path / "unc_val.pth"
+    path.write_bytes(content)
     with pytest.raises(InputError) as info:
-        load_split_file(path)
-    _one_line_naming(info.value, path)
+        load_split_file(str(path))
+    _one_line_naming(info.value, str(path))
     assert "not a readable torch.save file" in str(info.value)
 
 
