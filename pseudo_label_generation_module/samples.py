@@ -1,4 +1,4 @@
-"""Pseudo samples in the official split-file layouts, which ``datasets.records`` defines (``LAYOUTS``; docs/data.md).
+"""Pseudo samples in the official split-file layouts, which ``datasets.records`` defines (``LAYOUTS``).
 
 The extras of a pseudo sample are ``'useless placeholder'`` unless given. Boxes are plain Python floats. The
 training code truncates every stored coordinate with ``int()`` (so ``x2 = int(x) + int(w)`` for xywh sets);
