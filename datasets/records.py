@@ -39,7 +39,7 @@ DATASETS = {
     "flickr": ("train", "val", "test", "train_pseudo"),
     "synthetic": _REFCOCO_SPLITS,
 }
-"""Dataset name -> its splits (SPEC §2, plus the synthetic world)."""
+"""Dataset name -> its splits (those of the official release, plus the synthetic world)."""
 
 TRAIN_SPLITS = ("train", "train_pseudo")
 """Splits that get the train transforms by default."""
