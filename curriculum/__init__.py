@@ -1,8 +1,8 @@
-"""Reliability measurement and the self-paced curriculum (SPEC §4).
+"""Reliability measurement and the self-paced curriculum (docs/curriculum.md).
 
-``reliability`` (histograms, percent(H, h), official subsets, scoring outputs), ``selection`` and the
-``python -m curriculum.select`` CLI (reliable subsets as split files, train_separate naming, merging), ``search``
-(the greedy threshold search), ``difficulty`` (source order by entities per expression), ``runner`` (resumable
-training / scoring subprocesses), ``state`` (driver state file and work-dir lock), and the drivers
-``python -m curriculum.ssa`` and ``python -m curriculum.msa``.
+The algorithm: ``reliability`` (histograms, percent(H, h) and ``select``), ``search`` (the greedy threshold search),
+``difficulty`` (source order by entities per expression) and ``algorithm`` (the SSA and MSA loops over a small
+train / score interface). Reliable subsets as split files: ``subset_files`` and its command line
+``python -m curriculum.select``. The drivers ``python -m curriculum.ssa`` and ``python -m curriculum.msa`` run the
+algorithm with the machinery of ``curriculum.runs`` (launching, run cache, state file and resume, work-folder lock).
 """

@@ -1,4 +1,5 @@
-"""Source difficulty for MSA: the mean number of entities per expression (SPEC §4), easy (few) to hard (many).
+"""Source difficulty for MSA (docs/curriculum.md): the mean number of entities per expression, easy (few) to hard
+(many).
 
 "Entity" is defined once, by the pseudo-label module (``pseudo_label_generation_module.lexicon``): the
 non-overlapping object-class terms of an expression (class names and their synonyms, singular or plural, longest

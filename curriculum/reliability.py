@@ -1,4 +1,5 @@
-"""Reliability arithmetic (SPEC §4): histograms, summary statistics, ``percent(H, h)`` and the official subsets.
+"""Reliability arithmetic (docs/curriculum.md): histograms, summary statistics, ``percent(H, h)`` and ``select`` (the
+samples in it), and the official subsets.
 
 Exact-decimal convention: reliabilities (IoUs in [0, 1]) are quantised to integer multiples of 1e-9 before any
 comparison, and thresholds are read as exact decimals at the same resolution. So ``percent(values, 0.3)`` keeps a
@@ -97,6 +98,14 @@ def percent(values: Any, h: float) -> np.ndarray:
 def percent_indices(values: Any, h: float) -> np.ndarray:
     """Split positions (ascending) of the samples in percent(H, h)."""
     return np.flatnonzero(percent(values, h))
+
+
+def select(samples: Sequence[Any], reliabilities: Any, h: float) -> List[Any]:
+    """percent(H, h) as samples: those with reliability in [h, 1.0], unchanged, in split order."""
+    r = np.asarray(reliabilities, dtype=np.float64).reshape(-1)
+    if len(samples) != r.size:
+        raise ValueError(f"select: {len(samples)} samples but {r.size} reliabilities")
+    return [samples[i] for i in percent_indices(r, h)]
 
 
 def official_subset_masks(values: Any) -> Dict[str, np.ndarray]:

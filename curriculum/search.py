@@ -1,4 +1,4 @@
-"""The greedy reliability-threshold search of SPEC §4 (SSA, and each MSA step).
+"""The greedy reliability-threshold search (docs/curriculum.md) of SSA and of each MSA step.
 
 Start at hm = ``start`` (0.5); evaluate hm, hl = hm - delta and hr = hm + delta (thresholds outside
 [``lower``, ``upper``] are skipped); stop when hm is at least as good as both neighbours, else move hm to the

@@ -22,7 +22,8 @@ import sys
 from typing import Any, Dict, Optional, Sequence
 
 from curriculum.reliability import load_reliabilities
-from curriculum.selection import (link_other_splits, load_split, merge_separate_dir, split_file, write_separate)
+from curriculum.subset_files import link_other_splits, merge_separate_dir, write_separate
+from datasets.records import load_split_file, split_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,15 +56,15 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     dataset_dir = os.path.join(args.out_dir, args.dataset)
     separate_dir = args.merge_dir or os.path.join(dataset_dir, "train_separate")
     report: Dict[str, Any] = {"dataset": args.dataset, "sources": []}
-    for order, (name, split_path, jsonl, h_text) in enumerate(args.source, 1):
+    for order, (name, split_file, jsonl, h_text) in enumerate(args.source, 1):
         h = _parse_threshold(h_text, name)
-        samples = load_split(split_path)
+        samples = load_split_file(split_file, same_layout=True)
         r = load_reliabilities(jsonl, samples)
         path, count = write_separate(separate_dir, order, args.dataset, name, samples, r, h)
         report["sources"].append({"order": order, "source": name, "h": h, "file": path, "selected": count,
                                   "of": len(samples)})
     if not args.no_merge:
-        merged = split_file(args.out_dir, args.dataset, "train_pseudo")
+        merged = split_path(args.out_dir, args.dataset, "train_pseudo")
         report["merged"] = {"file": merged, "samples": merge_separate_dir(separate_dir, args.dataset, merged)}
     if args.link_splits_from:
         report["linked"] = link_other_splits(args.link_splits_from, args.dataset, args.out_dir,

@@ -1,8 +1,10 @@
-"""Single-source self-paced adapting (SSA, SPEC §4), automated and resumable.
+"""Single-source self-paced adapting (SSA, docs/curriculum.md), automated and resumable.
 
     python -m curriculum.ssa --dataset D --data_root R --split_root S --work_dir W \\
         [--source_split train_pseudo] [--measurer CKPT] [--delta 0.1] [--launcher "torchrun --nproc_per_node=4"] \\
         [--candidate_epochs N] [--final_epochs M] -- <training arguments, e.g. --batch_size 64 --lr 0.00025 ...>
+
+The algorithm is ``curriculum.algorithm.ssa``; this driver runs it with every step recorded:
 
 1. measurer: train on every sample of ``{S}/{D}/{D}_{source_split}.pth`` (skipped with ``--measurer``);
 2. scoring: the reliability of every source sample under the measurer (``eval_for_reliability_distribution.py``);
@@ -17,6 +19,8 @@ Outputs in W: ``ssa_state.json`` (every step's command, folders and result; writ
 percent(H, h*)), ``ssa_result.json`` and ``ssa_candidates.md`` / ``.json`` (every candidate). Killed at any point,
 the same command resumes without redoing finished runs; different options are refused unless ``--force``.
 With ``--sup_type full`` among the training arguments the training split is ``train`` instead of ``train_pseudo``.
+Every source sample must be one training can use (``datasets.check`` lists the others): the driver refuses the
+source before its first run otherwise, rather than train a measurer whose scoring would refuse it.
 """
 from __future__ import annotations
 
@@ -24,15 +28,21 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from curriculum.driver import (add_common_arguments, common_options, final_is_best_candidate, final_line,
-                               final_summary, fmt, install_sigterm_exit, make_launchers, markdown_table, run_length,
-                               skips_final, split_argv, train_split_of, validate_common)
-from curriculum.reliability import load_reliabilities
-from curriculum.search import greedy_threshold_search
-from curriculum.selection import load_split, prepare_split_root, select, split_file, threshold_tag
-from curriculum.state import DriverState, work_dir_lock
+import numpy as np
+
+from curriculum import algorithm
+from curriculum.algorithm import Candidate
+from curriculum.report import final_line, final_summary, fmt, markdown_table
+from curriculum.runs.command_line import (add_common_arguments, common_options, final_is_best_candidate, load_source,
+                                          run_entry_point, skips_final, split_argv, train_split_of, validate_common)
+from curriculum.runs.lock import work_dir_lock
+from curriculum.runs.state import DriverState
+from curriculum.runs.steps import RecordedRuns
+from curriculum.search import SearchResult
+from curriculum.subset_files import prepare_split_root, threshold_tag
+from datasets.records import split_path
 from utils.io import atomic_write_text, write_json
 
 
@@ -43,6 +53,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source_split", help="split to curate (default: the training split, train_pseudo)")
     p.add_argument("--measurer", help="use this checkpoint as the reliability measurer instead of training one")
     return p
+
+
+def candidate_name(h: float) -> str:
+    """The step name of the candidate at threshold ``h``."""
+    return f"h_{threshold_tag(h)}"
+
+
+class SSARuns(RecordedRuns):
+    """SSA's steps: ``measurer`` (trained or given), ``scoring`` (in ``runs/score``), a candidate ``h_<h>`` per
+    threshold and the search ``ssa``."""
+
+    def __init__(self, args: argparse.Namespace, train_args: List[str], state: DriverState, work: str,
+                 train_split: str, n_source: int) -> None:
+        super().__init__("ssa", args, train_args, state, work, train_split)
+        self.n_source = n_source
+        self.checkpoint: Optional[str] = None
+        self.reliability_file: Optional[str] = None
+
+    def measurer(self, source: str, samples: List[Any]) -> str:
+        if self.args.measurer:
+            measurer = os.path.abspath(self.args.measurer)
+            if not os.path.isfile(measurer):
+                raise SystemExit(f"--measurer {self.args.measurer}: no such checkpoint")
+            self.checkpoint = self.given_measurer("measurer", measurer)
+        else:
+            record = self.train_step("measurer", samples, "measurer", {"n_samples": len(samples)})
+            self.checkpoint = record["result"]["best_checkpoint"]
+        return self.checkpoint
+
+    def score(self, measurer: str, model: str, source: str, samples: List[Any]) -> np.ndarray:
+        run_dir = os.path.join(self.runs, "score")
+        record = self.score_step("scoring", {"kind": "score", "run_dir": run_dir, "measurer": model,
+                                             "output_dir": os.path.join(run_dir, "output"),
+                                             "command": self.score_command(run_dir, model)}, model, samples)
+        self.reliability_file = record["result"]["reliability_file"]
+        return self.reliabilities(record, samples)
+
+    def info(self, h: float, n_samples: int) -> Dict[str, Any]:
+        return {"h": h, "n_samples": n_samples, "share": n_samples / self.n_source}
+
+    def train(self, candidate: Candidate, samples: List[Any]) -> Optional[float]:
+        return self.candidate_step(candidate_name(candidate.h), samples, self.info(candidate.h, len(samples)))
+
+    def search(self, evaluate: Callable[[float], Optional[float]], step: int, source: str,
+               measurer: str) -> SearchResult:
+        return self.search_step("ssa", evaluate)
 
 
 def _candidate_row(record: Dict[str, Any], h_star: float) -> Dict[str, Any]:
@@ -65,79 +121,28 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     work = os.path.abspath(args.work_dir)
     options = {**common_options(args, train_args), "source_split": source_split,
                "measurer": os.path.abspath(args.measurer) if args.measurer else None}
-    os.makedirs(work, exist_ok=True)
+    dataset, split_root = args.dataset, options["split_root"]
+    source = load_source(split_path(split_root, dataset, source_split), dataset, f"source split {source_split}")
     state = DriverState(os.path.join(work, "ssa_state.json"), "ssa", options, force=args.force)
-    train, candidate, score = make_launchers(args, train_args)
-    dataset, data_root, split_root = args.dataset, options["data_root"], options["split_root"]
-    runs = os.path.join(work, "runs")
-    source = load_split(split_file(split_root, dataset, source_split))
-    if not source:
-        raise SystemExit(f"{split_file(split_root, dataset, source_split)}: the source split is empty")
+    runs = SSARuns(args, train_args, state, work, train_split, len(source))
 
-    def train_step(name: str, samples: List[Any], role: str, info: Dict[str, Any]) -> Dict[str, Any]:
-        run_dir = os.path.join(runs, name)
-        epochs, steps = run_length(args, role, len(samples))
-        launcher = candidate if role == "candidate" else train
-        planned = {**info, "kind": "train", "run_dir": run_dir, "output_dir": os.path.join(run_dir, "output"),
-                   "command": launcher.command(run_dir, dataset, data_root, epochs, steps)}
-        return state.run_step(name, planned, lambda: launcher.run(run_dir, dataset, data_root, split_root, samples,
-                                                                  epochs, train_split, tag=f"ssa {name}",
-                                                                  max_steps=steps))
-
-    # 1. measurer
-    if args.measurer:
-        measurer = os.path.abspath(args.measurer)
-        if not os.path.isfile(measurer):
-            raise SystemExit(f"--measurer {args.measurer}: no such checkpoint")
-        state.set_step("measurer", {"kind": "given", "status": "done", "result": {"best_checkpoint": measurer}})
-    else:
-        rec = train_step("measurer", source, "measurer", {"n_samples": len(source)})
-        measurer = rec["result"]["best_checkpoint"]
-
-    # 2. scoring
-    score_dir = os.path.join(runs, "score")
-    rec = state.run_step("scoring", {"kind": "score", "run_dir": score_dir, "measurer": measurer,
-                                     "output_dir": os.path.join(score_dir, "output"),
-                                     "command": score.command(score_dir, measurer, dataset, data_root, train_split)},
-                         lambda: score.run(score_dir, measurer, dataset, data_root, split_root, source, train_split,
-                                           tag="ssa scoring"))
-    reliability_file = rec["result"]["reliability_file"]
-    reliabilities = load_reliabilities(reliability_file, source)
-
-    # 3. greedy search
-    def candidate_name(h: float) -> str:
-        return f"h_{threshold_tag(h)}"
-
-    def evaluate(h: float) -> Optional[float]:
-        chosen = select(source, reliabilities, h)
-        info = {"h": h, "n_samples": len(chosen), "share": len(chosen) / len(source)}
-        name = candidate_name(h)
-        if len(chosen) < args.min_samples:
-            state.set_step(name, {**info, "status": "done", "skipped": f"{len(chosen)} samples < --min_samples "
-                                                                         f"{args.min_samples}"})
-            return None
-        return train_step(name, chosen, "candidate", info)["result"]["val_accu"]
-
-    found = greedy_threshold_search(evaluate, args.start, args.delta, state=state.search_state("ssa"),
-                                    on_update=lambda s: state.set_search_state("ssa", s),
-                                    parallel=args.parallel_candidates, min_gain=args.min_gain)
-    if found.accuracy is None:
+    try:
+        chosen = algorithm.ssa(source, runs)
+    except algorithm.NoFeasibleThreshold:
         raise SystemExit(f"no feasible threshold: every candidate selected fewer than --min_samples "
-                         f"{args.min_samples} samples")
-    h_star = found.h_star
-    chosen = select(source, reliabilities, h_star)
+                         f"{args.min_samples} samples") from None
+    found, h_star = chosen.searches[chosen.measurer], chosen.h_star
 
-    # 4. final model and outputs
     best = state.done(candidate_name(h_star))
     if final_is_best_candidate(args):
         final = best
     elif skips_final(args):
         final = None
     else:
-        final = train_step(f"final_h_{threshold_tag(h_star)}", chosen, "final",
-                           {"h": h_star, "n_samples": len(chosen), "share": len(chosen) / len(source)})
+        final = runs.train_step(f"final_h_{threshold_tag(h_star)}", chosen.new, "final",
+                                runs.info(h_star, len(chosen.new)))
     selected_root = os.path.join(work, "selected")
-    selected_file = prepare_split_root(selected_root, dataset, split_root, train_split, chosen)
+    selected_file = prepare_split_root(selected_root, dataset, split_root, train_split, chosen.new)
     rows = [_candidate_row(state.step(candidate_name(e["h"])), h_star) for e in found.evaluations]
     table = markdown_table(
         ["h", "samples", "share", "val_accu", "best epoch", "note"],
@@ -147,12 +152,12 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     result = {
         "dataset": dataset, "h_star": h_star, "candidate_val_accu": found.accuracy,
         **final_summary(final), "selected_split": selected_file, "selected_split_root": selected_root,
-        "n_selected": len(chosen), "n_source": len(source), "measurer": measurer,
-        "reliability_file": reliability_file, "search_trace": found.trace, "candidates": rows,
+        "n_selected": len(chosen.new), "n_source": len(source), "measurer": runs.checkpoint,
+        "reliability_file": runs.reliability_file, "search_trace": found.trace, "candidates": rows,
     }
     write_json(os.path.join(work, "ssa_candidates.json"), rows)
     atomic_write_text(os.path.join(work, "ssa_candidates.md"),
-                      f"# SSA candidates: {dataset}\n\nh* = {h_star:g} ({len(chosen)} of {len(source)} samples), "
+                      f"# SSA candidates: {dataset}\n\nh* = {h_star:g} ({len(chosen.new)} of {len(source)} samples), "
                       f"{final_line(result)}\n\n{table}")
     write_json(os.path.join(work, "ssa_result.json"), result)
     state.data["result"] = {k: v for k, v in result.items() if k not in ("candidates", "search_trace")}
@@ -172,5 +177,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    install_sigterm_exit()
-    main()
+    run_entry_point(main)

@@ -1,6 +1,7 @@
-"""Grounding samples as typed records, and the official split-file layouts (SPEC §2).
+"""Grounding samples as typed records, and the official split-file layouts.
 
-The official tuple layouts exist only here, where split files are read and written:
+The official tuple layouts exist only here (the pseudo-label module and the curriculum use them from here), and
+``load_split_file`` is the one reader of split files:
 
 * ``flickr``: ``(image_file, box, phrase)``
 * every other dataset: ``(image_file, extra, box, phrase, extra2)`` (the extras are ids, mask files, attribute
@@ -38,7 +39,7 @@ DATASETS = {
     "flickr": ("train", "val", "test", "train_pseudo"),
     "synthetic": _REFCOCO_SPLITS,
 }
-"""Dataset name -> its splits (SPEC §2, plus the synthetic world)."""
+"""Dataset name -> its splits (those of the official release, plus the synthetic world)."""
 
 TRAIN_SPLITS = ("train", "train_pseudo")
 """Splits that get the train transforms by default."""
@@ -72,6 +73,11 @@ class Layout:
     @property
     def query_field(self) -> int:
         return self.fields.index("phrase")
+
+    @property
+    def width(self) -> int:
+        """Number of fields of a sample tuple."""
+        return len(self.fields)
 
     def describe(self) -> str:
         box = "[x, y, w, h]" if self.box_format == "xywh" else "[x1, y1, x2, y2]"
@@ -259,21 +265,74 @@ def _missing_split_message(path: str, split_root: str, dataset: str) -> str:
     return f"split file {path} not found: --split_root {split_root} does not exist"
 
 
-def load_split_file(path: str) -> List[Any]:
-    """A split file's sample list, loaded as safely as ``weights_only=True`` (``torch_load_plain``); clear errors for
-    missing or bad files."""
+def _looks_like_torch_save(path: str) -> bool:
+    """Whether ``path`` starts like a torch.save file: a zip archive (torch's format) or a pickle (the legacy one)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
+def _reason(e: BaseException) -> str:
+    """The one line of a loader's message that says what it refused (torch's weights-only errors span several)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return next((line for line in lines if "nsupported" in line), lines[0] if lines else "")
+
+
+def load_split_file(path: str, dataset: Optional[str] = None, same_layout: bool = False) -> List[Any]:
+    """A split file's sample list, loaded as safely as ``weights_only=True`` (``torch_load_plain``): the one reader of
+    split files. A missing file, one that is not a torch.save'd list (a text file named .pth included) or one holding
+    objects the safe loader refuses raises a one-line ``InputError`` naming it.
+
+    Training and evaluation check samples one by one (``tuple_to_record``: a bad sample is skipped or named) and ask
+    for nothing more. With ``dataset``, every sample must have that dataset's layout (``check_layout``); with
+    ``same_layout``, all samples must share one layout, whichever it is."""
     if not os.path.isfile(path):
         raise InputError(f"split file {path} not found")
+    if not _looks_like_torch_save(path):
+        raise InputError(f"split file {path} is not a readable torch.save file (neither torch's zip format nor a "
+                         "pickle)")
     try:
         data = torch_load_plain(path)
-    except pickle.UnpicklingError as e:
-        raise InputError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
-                         f"(samples must be plain tuples/lists of str, numbers and lists): {e}") from e
-    except (RuntimeError, EOFError, OSError) as e:
-        raise InputError(f"split file {path} is not a readable torch.save file: {e}") from e
+    except Exception as e:  # the safe loader's refusal, or any decoding failure of a damaged file
+        reason = _reason(e)
+        if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in reason:
+            raise InputError(f"split file {path} holds objects that torch.load(weights_only=True) refuses "
+                             f"(samples must be plain tuples/lists of str, numbers and lists): {reason}") from None
+        raise InputError(f"split file {path} is not a readable torch.save file ({type(e).__name__}: {reason})"
+                         ) from None
     if not isinstance(data, list):
         raise InputError(f"split file {path} must hold a list of samples, got {type(data).__name__}")
+    if dataset is not None or same_layout:
+        check_layout(data, path, dataset)
     return data
+
+
+def check_layout(samples: Sequence[Any], where: str, dataset: Optional[str] = None) -> List[Any]:
+    """Check the shape of every sample (not its values, see ``tuple_to_record``) and return them as a list: with
+    ``dataset``, its field count, a string image and query and a 4-number box; without, tuples/lists of one common
+    length. ``InputError`` naming ``where`` and the first bad sample."""
+    if dataset is None:
+        width = None
+        for i, sample in enumerate(samples):
+            if not isinstance(sample, (tuple, list)):
+                raise InputError(f"{where}: sample {i} is a {type(sample).__name__}, expected a tuple")
+            if width is None:
+                width = len(sample)
+            elif len(sample) != width:
+                raise InputError(f"{where}: sample {i} has {len(sample)} fields but sample 0 has {width}: "
+                                 "mixed tuple layouts")
+        return list(samples)
+    check_dataset_name(dataset)
+    layout = LAYOUTS[dataset]
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, (tuple, list)) or len(sample) != layout.width:
+            raise InputError(f"{where}: sample {i}: expected a {layout.width}-field {dataset} sample, got {sample!r}")
+        box = sample[layout.box_field]
+        if (not isinstance(sample[0], str) or not isinstance(sample[layout.query_field], str)
+                or not isinstance(box, (list, tuple)) or len(box) != 4
+                or not all(isinstance(v, (int, float)) for v in box)):
+            raise InputError(f"{where}: sample {i}: malformed {dataset} sample {sample!r}")
+    return list(samples)
 
 
 def load_split(split_root: str, dataset: str, split: str) -> List[Any]:

@@ -36,10 +36,11 @@ import torch
 from scipy.stats import binomtest
 from torchvision.ops import box_iou
 
-from curriculum.driver import budget_epochs, default_min_samples
-from curriculum.runner import (REPO_ROOT, RunFailedError, TrainLauncher, file_fingerprint, log_tail,
-                               spawn_streaming)
-from curriculum.selection import prepare_split_root
+from curriculum.runs.cache import file_fingerprint
+from curriculum.runs.command_line import budget_epochs, default_min_samples
+from curriculum.runs.launchers import REPO_ROOT, RunFailedError, TrainLauncher
+from curriculum.runs.processes import log_tail, spawn_streaming
+from curriculum.subset_files import prepare_split_root
 from datasets import DataCache
 from datasets.records import load_split_file, parse_records
 from demo.jobs import Job, run_jobs

@@ -6,9 +6,10 @@ import dataclasses
 import os
 from typing import Any, Dict, List, Sequence, Tuple, Type, TypeVar
 
+from datasets.records import LAYOUTS
 from pseudo_label_generation_module.inputs import load_synonyms
 from pseudo_label_generation_module.lexicon import Lexicon
-from pseudo_label_generation_module.samples import DATASETS, save_samples
+from pseudo_label_generation_module.samples import save_samples
 from pseudo_label_generation_module.stats import expression_statistics
 from utils.errors import UsageError
 from utils.io import check_writable_file, write_json
@@ -25,7 +26,7 @@ def _csv(text: str) -> Tuple[str, ...]:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """``--dataset --output --synonyms --stats``."""
-    parser.add_argument("--dataset", required=True, choices=DATASETS,
+    parser.add_argument("--dataset", required=True, choices=tuple(LAYOUTS),
                         help="target dataset: decides the sample layout and box convention")
     parser.add_argument("--output", required=True, help="pseudo split file to write (.pth)")
     parser.add_argument("--synonyms", help="synonyms.json {class: [words]} (optional): more words naming each "

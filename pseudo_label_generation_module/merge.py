@@ -17,10 +17,11 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from pseudo_label_generation_module.samples import DATASETS, check_dataset, load_samples, save_samples
-from utils.io import check_writable_file
+from datasets.records import LAYOUTS, check_dataset_name, load_split_file
+from pseudo_label_generation_module.samples import save_samples
 from utils.cli import run_cli
 from utils.errors import InputError, UsageError
+from utils.io import check_writable_file
 
 _THRESHOLD_SUFFIX = re.compile(r"(?:_\d+)+$")
 
@@ -71,12 +72,12 @@ def source_files(folder: str, dataset: str) -> Tuple[List[SourceFile], List[str]
 
 def merge_files(paths: Sequence[str], dataset: str) -> List[tuple]:
     """The samples of ``paths`` concatenated in order (each file checked for ``dataset``'s layout)."""
-    check_dataset(dataset)
+    check_dataset_name(dataset)
     if not paths:
         raise UsageError("merge: no input files")
     merged: List[tuple] = []
     for path in paths:
-        merged += load_samples(path, dataset)
+        merged += load_split_file(path, dataset)
     return merged
 
 
@@ -88,7 +89,7 @@ def default_output(folder: str, dataset: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("python -m pseudo_label_generation_module.merge",
                                 description="Concatenate per-source pseudo split files.")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=tuple(LAYOUTS))
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--inputs", nargs="+", help="pseudo split files, merged in this order")
     src.add_argument("--folder", help="folder of {order}_{dataset}_train_pseudo_{source}[_{h}].pth files")

@@ -18,11 +18,12 @@ import os
 from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from datasets.records import LAYOUTS, load_split_file
 from pseudo_label_generation_module.geometry import Box, iou_matrix
 from pseudo_label_generation_module.inputs import class_names, load_detections, load_synonyms
 from pseudo_label_generation_module.lexicon import Lexicon, words
 from pseudo_label_generation_module.merge import parse_source_file
-from pseudo_label_generation_module.samples import DATASETS, load_samples, phrase_field, sample_box_xyxy
+from pseudo_label_generation_module.samples import sample_box_xyxy
 from utils.cli import run_cli
 from utils.errors import UsageError
 from utils.io import check_writable_file, write_json
@@ -33,7 +34,7 @@ ENTITY_DEFINITION = ("entity: a maximal noun phrase naming an object, counted as
 
 def expression_statistics(samples: Sequence[Sequence[Any]], dataset: str, lexicon: Lexicon) -> Dict[str, Any]:
     """The statistics of one source's samples (see the module docstring)."""
-    phrases = [str(s[phrase_field(dataset)]) for s in samples]
+    phrases = [str(s[LAYOUTS[dataset].query_field]) for s in samples]
     tokens = [words(p) for p in phrases]
     lengths = Counter(len(t) for t in tokens)
     n = len(phrases)
@@ -65,7 +66,7 @@ def box_agreement(samples: Sequence[Sequence[Any]], dataset: str, reference: Map
 def reference_boxes(path: str, dataset: str) -> Dict[str, List[Box]]:
     """image -> annotated boxes of a (human) split file of ``dataset``."""
     out: Dict[str, List[Box]] = {}
-    for sample in load_samples(path, dataset):
+    for sample in load_split_file(path, dataset):
         out.setdefault(sample[0], []).append(sample_box_xyxy(sample, dataset))
     return out
 
@@ -96,7 +97,7 @@ def source_statistics(sources: Sequence[Tuple[str, str]], dataset: str, lexicon:
     for name, path in sources:
         if name in stats:
             raise UsageError(f"source {name!r} is given twice")
-        samples = load_samples(path, dataset)
+        samples = load_split_file(path, dataset)
         stats[name] = {"path": path, **expression_statistics(samples, dataset, lexicon)}
         if reference is not None:
             stats[name]["box_agreement"] = box_agreement(samples, dataset, reference)
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser("python -m pseudo_label_generation_module.stats",
                                 description="Per-source statistics of pseudo split files and the MSA order.")
     p.add_argument("sources", nargs="+", help="NAME=PATH or PATH of pseudo split files")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
+    p.add_argument("--dataset", required=True, choices=tuple(LAYOUTS))
     p.add_argument("--detections", action="append", default=[],
                    help="detections.json whose class names count as entities besides the built-in words "
                         "(repeatable)")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from curriculum.reliability import write_official_subsets
-from curriculum.selection import prepare_split_root
+from curriculum.subset_files import prepare_split_root
 from utils.io import (atomic_torch_save, atomic_write_bytes, atomic_write_text, current_umask, write_json,
                       write_jsonl)
 

@@ -24,12 +24,18 @@ import pytest
 import torch
 
 from curriculum import msa, ssa
-from curriculum.reliability import load_reliabilities
-from curriculum.driver import budget_epochs, default_min_samples
-from curriculum.runner import RunFailedError, TrainLauncher, launcher_prefix, samples_fingerprint
+from curriculum.algorithm import best_measurer
+from curriculum.reliability import load_reliabilities, select
+from curriculum.runs.cache import samples_fingerprint
+from curriculum.runs.command_line import budget_epochs, default_min_samples
+from curriculum.runs.launchers import RunFailedError, TrainLauncher
+from curriculum.runs.lock import work_dir_lock
+from curriculum.runs.processes import launcher_prefix
+from curriculum.runs.state import DriverState
 from curriculum.search import SearchResult, greedy_threshold_search
-from curriculum.selection import load_split, select, threshold_tag
-from curriculum.state import DriverState, work_dir_lock
+from curriculum.subset_files import threshold_tag
+from datasets.records import load_split_file
+from utils.errors import InputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -194,7 +200,7 @@ def comparable(result):
     out = {k: result[k] for k in keys if k in result}
     for step in out.get("steps", []):
         step.pop("best_run", None), step.pop("best_model", None), step.pop("separate_file", None)
-    out["selected"] = load_split(result["selected_split"])
+    out["selected"] = load_split_file(result["selected_split"])
     return out
 
 
@@ -343,8 +349,9 @@ def test_ssa_end_to_end(world, capsys, launcher):
     found, chosen = expected_ssa(world)
     assert result["h_star"] == pytest.approx(found.h_star)
     assert result["final_val_accu"] == pytest.approx(found.accuracy)
-    assert load_split(result["selected_split"]) == chosen
-    assert load_split(str(world / "ssa" / "selected" / "unc" / "unc_val.pth")) == make_source("val", 5, 0, "a thing")
+    assert load_split_file(result["selected_split"]) == chosen
+    assert load_split_file(str(world / "ssa" / "selected" / "unc" / "unc_val.pth")) == make_source("val", 5, 0,
+                                                                                                   "a thing")
     assert [c["h"] for c in result["candidates"]] == pytest.approx([e["h"] for e in found.evaluations])
     assert result["final_model"].endswith(os.path.join(f"h_{threshold_tag(found.h_star)}", "output",
                                                        "best_checkpoint.pth"))
@@ -418,7 +425,7 @@ def test_ssa_options_change_is_refused_unless_forced(world):
         ssa.main(common_argv(world, "ssa", "--delta", "0.2"))
     result = ssa.main(common_argv(world, "ssa", "--delta", "0.2", "--force"))
     found, chosen = expected_ssa(world, delta=0.2)
-    assert result["h_star"] == pytest.approx(found.h_star) and load_split(result["selected_split"]) == chosen
+    assert result["h_star"] == pytest.approx(found.h_star) and load_split_file(result["selected_split"]) == chosen
     after = launches_per_run(world)
     assert all(after[k] == 1 for k in before)  # measurer, scoring and shared thresholds were not rerun
     state = json.load(open(world / "ssa" / "ssa_state.json"))
@@ -432,7 +439,8 @@ def test_min_gain_is_passed_to_the_search_and_recorded(world):
     assert plain.h_star == pytest.approx(0.5) and first["move"] == "right" and 0.0 < gain < 0.005
     result = ssa.main(common_argv(world, "ssa", "--start", "0.3", "--min_gain", "0.005"))
     found, chosen = expected_ssa(world, start=0.3, min_gain=0.005)
-    assert result["h_star"] == found.h_star == pytest.approx(0.3) and load_split(result["selected_split"]) == chosen
+    assert result["h_star"] == found.h_star == pytest.approx(0.3)
+    assert load_split_file(result["selected_split"]) == chosen
     assert len(result["candidates"]) == 3
     assert json.load(open(world / "ssa" / "ssa_state.json"))["options"]["min_gain"] == 0.005
     with pytest.raises(SystemExit, match="--min_gain 1.0"):
@@ -486,7 +494,7 @@ def test_ssa_killed_at_any_step_resumes_without_repeating(world, monkeypatch, ki
     found, chosen = expected_ssa(world)
     assert set(launches_per_run(world).values()) == {1}  # nothing launched twice
     assert len(launches_per_run(world)) == 2 + len(found.evaluations)
-    assert result["h_star"] == pytest.approx(found.h_star) and load_split(result["selected_split"]) == chosen
+    assert result["h_star"] == pytest.approx(found.h_star) and load_split_file(result["selected_split"]) == chosen
 
 
 @pytest.mark.parametrize("how", ["SIGKILL to driver and run", "SIGTERM to the driver"])
@@ -518,9 +526,14 @@ def test_ssa_killed_during_a_training_run_resumes_it_from_its_checkpoint(world, 
     second = [c for c in calls(world) if c["output_dir"] == hung][1]
     assert second["start_epoch"] == 1  # continued from its own checkpoint (--resume auto)
     found, chosen = expected_ssa(world)
-    assert result["h_star"] == pytest.approx(found.h_star) and load_split(result["selected_split"]) == chosen
+    assert result["h_star"] == pytest.approx(found.h_star) and load_split_file(result["selected_split"]) == chosen
     run_record = json.load(open(os.path.join(os.path.dirname(hung), "run.json")))
     assert run_record["attempts"] == 2 and run_record["status"] == "done"
+
+
+HOLD_LOCK = ("import sys, time\nfrom curriculum.runs.lock import work_dir_lock\n"
+             "with work_dir_lock(sys.argv[1]):\n    print('up', flush=True)\n    time.sleep(60)\n")
+"""A driver's lock held by a process of its own (argv: work folder, then a marker for its command line)."""
 
 
 def test_a_live_earlier_attempt_or_driver_is_not_run_over(world):
@@ -529,8 +542,10 @@ def test_a_live_earlier_attempt_or_driver_is_not_run_over(world):
     samples = make_source("pseudo", 8, 1, "x")
     command = launcher.command(str(run_dir), "unc", "img", 2)
     output_dir = str(run_dir / "output")
-    orphan = subprocess.Popen([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)",
-                               output_dir], stdout=subprocess.PIPE)
+    (world / "w").mkdir()
+    # an earlier run's process, also holding the work folder's lock as a driver does
+    orphan = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(world / "w"), output_dir], cwd=ROOT,
+                              stdout=subprocess.PIPE)
     try:
         assert orphan.stdout.readline() == b"up\n"  # started (its command line is in place)
         run_dir.mkdir(parents=True)
@@ -539,9 +554,7 @@ def test_a_live_earlier_attempt_or_driver_is_not_run_over(world):
                   open(run_dir / "run.json", "w"))
         with pytest.raises(RunFailedError, match=f"pid {orphan.pid}.*still running"):
             launcher.run(str(run_dir), "unc", "img", str(world / "splits"), samples, epochs=2)
-        (world / "w").mkdir()
-        json.dump({"pid": orphan.pid, "host": socket.gethostname()}, open(world / "w" / ".driver.lock", "w"))
-        with pytest.raises(SystemExit, match="in use by another driver"):
+        with pytest.raises(InputError, match=f"in use by another driver \\(pid {orphan.pid} on host"):
             with work_dir_lock(str(world / "w")):
                 pass
     finally:
@@ -588,7 +601,7 @@ def test_candidate_and_measurer_budgets_make_a_cheap_search_and_one_final_run(wo
     assert max_steps(steps["measurer"]) == 10
     candidates = [s for name, s in steps.items() if name.startswith("h_")]
     assert candidates and all(max_steps(s) == 12 for s in candidates)
-    assert steps[final]["n_samples"] == len(load_split(result["selected_split"]))
+    assert steps[final]["n_samples"] == len(load_split_file(result["selected_split"]))
     assert state["options"]["candidate_budget"] == 12 and state["options"]["measurer_budget"] == 10
     with pytest.raises(SystemExit, match="--candidate_budget needs --update_budget"):
         ssa.main(common_argv(world, "ssa2", "--candidate_budget", "12"))
@@ -601,7 +614,7 @@ def test_search_only_stops_before_the_final_run_and_the_same_command_then_trains
     for driver, work, extra in ((ssa, "ssa", ()), (msa, "msa", ("--sources", msa_sources(world)))):
         searched = driver.main([*common_argv(world, work, *budgets, *extra, "--search_only")])
         assert searched["final_model"] is None and searched["final_val_accu"] is None
-        assert len(load_split(searched["selected_split"])) == searched["n_selected"] > 0
+        assert len(load_split_file(searched["selected_split"])) == searched["n_selected"] > 0
         state_path = world / work / f"{work}_state.json"
         before = json.load(open(state_path))["steps"]
         assert not [name for name in before if name.startswith("final")]
@@ -650,11 +663,11 @@ def test_another_measurer_replaces_the_source_specific_one_only_by_more_than_min
 
     order = ["template", "relation", "caption"]
     results = {"template": found(0.300), "relation": found(0.305), "caption": found(None)}
-    assert msa._best_measurer(results, "template", order) == "relation"
-    assert msa._best_measurer(results, "template", order, min_gain=0.01) == "template"
-    assert msa._best_measurer(results, "template", order, min_gain=0.001) == "relation"
-    assert msa._best_measurer({**results, "relation": found(0.300)}, "template", order) == "template"  # a tie
-    assert msa._best_measurer({**results, "template": found(None)}, "template", order, min_gain=0.5) == "relation"
+    assert best_measurer(results, "template", order) == "relation"
+    assert best_measurer(results, "template", order, min_gain=0.01) == "template"
+    assert best_measurer(results, "template", order, min_gain=0.001) == "relation"
+    assert best_measurer({**results, "relation": found(0.300)}, "template", order) == "template"  # a tie
+    assert best_measurer({**results, "template": found(None)}, "template", order, min_gain=0.5) == "relation"
 
 
 @pytest.mark.parametrize("launcher", ["python", "inprocess"])
@@ -665,7 +678,7 @@ def test_msa_end_to_end(world, launcher):
     assert result["mean_entities"] == {"template": 1.0, "relation": 2.0, "caption": 4.0}
     assert [(s["source"], s["measurer"], s["h_star"]) for s in result["steps"]] == [
         (j, i, pytest.approx(h)) for j, i, h in steps]
-    assert load_split(result["selected_split"]) == chosen and result["n_selected"] == len(chosen)
+    assert load_split_file(result["selected_split"]) == chosen and result["n_selected"] == len(chosen)
     assert result["final_val_accu"] == pytest.approx(stub_accuracy(chosen))
     separate = sorted(os.listdir(world / "msa" / "selected" / "unc" / "train_separate"))
     assert separate == [f"{k}_unc_train_pseudo_{j}_{threshold_tag(h)}.pth" for k, (j, _, h) in enumerate(steps, 1)]
@@ -693,7 +706,7 @@ def test_msa_source_specific_only_with_explicit_order(world):
                                   "--order", "template,relation,caption"))
     order, steps, chosen = expected_msa(world, specific_only=True)
     assert [s["measurer"] for s in result["steps"]] == order
-    assert load_split(result["selected_split"]) == chosen
+    assert load_split_file(result["selected_split"]) == chosen
     assert sum(1 for c in calls(world) if c["script"] == "score") == 3
     assert set(result["reliability_matrix"]["template"]) == {"template"}
 
@@ -708,7 +721,7 @@ def test_msa_killed_resumes_without_repeating(world, monkeypatch, kill_at):
     result = msa.main(argv)
     assert set(launches_per_run(world).values()) == {1}
     _, _, chosen = expected_msa(world, specific_only=True)
-    assert load_split(result["selected_split"]) == chosen
+    assert load_split_file(result["selected_split"]) == chosen
 
 
 # ---------------------------------------------------------------------------------------------------- shell scripts
@@ -743,3 +756,73 @@ def test_shell_entry_points_run_the_drivers_with_the_published_settings(world, s
     train_calls = [c for c in calls(world) if c["script"] == "train"]
     assert train_calls and all(_has_published_settings(c["extra"]) for c in train_calls)
     assert os.path.exists(world / "out" / name / "unc" / f"{name}_result.json")
+
+
+# ---------------------------------------------------------------------------------------------------- inputs, lock
+
+TRY_LOCK = ("import os, sys, time\nfrom curriculum.runs.lock import work_dir_lock\nwork, tag = sys.argv[1:]\n"
+            "open(os.path.join(os.path.dirname(work), tag + '.ready'), 'w').close()\n"
+            "while sum(f.endswith('.ready') for f in os.listdir(os.path.dirname(work))) < 4:\n    time.sleep(0.01)\n"
+            "try:\n    with work_dir_lock(work):\n        print('taken', flush=True)\n        time.sleep(3)\n"
+            "except ValueError as exc:\n    print(exc, flush=True)\n")
+"""Four drivers reaching one work folder at once (argv: work folder, a tag)."""
+
+
+def test_the_work_folder_lock_is_held_by_the_kernel_never_twice(world):
+    work = world / "w"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(work), "holder"], cwd=ROOT, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"up\n"
+        (work / ".driver.lock").write_text("")  # as another driver reads it while the holder writes it
+        with pytest.raises(InputError, match="in use by another driver"):
+            with work_dir_lock(str(work)):
+                pass
+    finally:
+        holder.kill()  # killed: the file stays, the kernel lets go of the lock
+        holder.wait()
+    assert (work / ".driver.lock").exists()
+    # a lock file left by a dead driver, and four drivers taking it over at once: exactly one gets it
+    json.dump({"pid": 999999, "host": socket.gethostname()}, open(work / ".driver.lock", "w"))
+    drivers = [subprocess.Popen([sys.executable, "-c", TRY_LOCK, str(work), str(k)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True) for k in range(4)]
+    outputs = [d.communicate(timeout=120)[0] for d in drivers]
+    assert sorted(out.strip().startswith("taken") for out in outputs) == [False, False, False, True], outputs
+    assert all("in use by another driver" in out for out in outputs if not out.startswith("taken"))
+    assert not (work / ".driver.lock").exists()  # released by its holder
+
+
+def test_a_work_dir_that_is_a_file_or_cannot_be_made_is_a_one_line_error(world):
+    (world / "file").write_text("x")
+    for work, message in ((world / "file", "is a file, not a folder"), (world / "file" / "sub", "cannot create it")):
+        with pytest.raises(InputError, match=f"--work_dir {work}: {message}"):
+            ssa.main(common_argv(world, work))
+    out = subprocess.run([sys.executable, "-W", "ignore", "-m", "curriculum.msa",
+                          *common_argv(world, "file", "--sources", "a:b")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        f"error: --work_dir {world / 'file'}: is a file, not a folder"]
+
+
+def test_a_missing_or_unreadable_msa_source_is_named_before_any_run(world):
+    (world / "text.pth").write_text("not a split file\n")
+    for path, message in ((world / "none.pth", "--sources caption: {}: no such file"),
+                          (world / "text.pth", "split file {} is not a readable torch.save file")):
+        sources = msa_sources(world).replace(str(world / "caption.pth"), str(path))
+        with pytest.raises(InputError, match=message.format(path).replace("(", r"\(").replace(")", r"\)")):
+            msa.main(common_argv(world, "msa", "--sources", sources))
+    assert calls(world) == []
+
+
+def test_a_source_sample_training_would_skip_is_refused_before_the_measurer_trains(world):
+    split = world / "splits" / "unc" / "unc_train_pseudo.pth"
+    samples = torch.load(split, weights_only=True)
+    samples[7] = (*samples[7][:3], "", samples[7][4])  # an empty query: skipped by training, refused by scoring
+    torch.save(samples, split)
+    with pytest.raises(InputError, match=r"1 of 120 samples cannot be trained on or scored, e\.g\. unc sample 7: "
+                                         r"empty query"):
+        ssa.main(common_argv(world, "ssa"))
+    assert calls(world) == []  # no measurer wasted
+    sources = msa_sources(world).replace(str(world / "caption.pth"), str(split))
+    with pytest.raises(InputError, match="--sources caption: .*unc sample 7: empty query"):
+        msa.main(common_argv(world, "msa", "--sources", sources))
+    assert calls(world) == []

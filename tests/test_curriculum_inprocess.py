@@ -8,8 +8,10 @@ import sys
 import pytest
 import torch
 
-import curriculum.runner as runner
-from curriculum.runner import RunFailedError, TrainLauncher, read_epoch_log
+import curriculum.runs.processes as processes
+from curriculum.runs.cache import RUN_CACHE_INDEX
+from curriculum.runs.launchers import REPO_ROOT, RunFailedError, TrainLauncher
+from curriculum.runs.outputs import read_epoch_log
 from helpers_world import make_world
 
 RESULT_KEYS = ("val_accu", "val_miou", "best_epoch", "epochs", "epochs_logged")
@@ -56,7 +58,7 @@ def test_inprocess_training_run_matches_the_subprocess_run_and_is_reused(world, 
     def not_again(path):
         raise AssertionError(f"{path} was imported and run again")
 
-    monkeypatch.setattr(runner, "_load_script", not_again)
+    monkeypatch.setattr(processes, "_load_script", not_again)
     again = train(world, "inprocess", tmp_path / "inproc")
     assert again["reused"] and again["result"] == inproc["result"]
     assert json.load(open(tmp_path / "inproc" / "run.json"))["attempts"] == 1
@@ -103,14 +105,14 @@ def test_launcher_env_reaches_launched_processes_and_is_refused_in_process():
 
 def test_run_cache_index_keeps_every_entry_when_processes_add_at_once(tmp_path):
     """Drivers side by side (the demo's SSA final beside MSA's search) add to one run cache index concurrently."""
-    code = ("import os, sys, time\nfrom curriculum.runner import RunCache\nfolder, tag = sys.argv[1:]\n"
+    code = ("import os, sys, time\nfrom curriculum.runs.cache import RunCache\nfolder, tag = sys.argv[1:]\n"
             "open(os.path.join(folder, tag + '.ready'), 'w').close()\n"
             "while sum(f.endswith('.ready') for f in os.listdir(folder)) < 3:\n    time.sleep(0.01)\n"
             "cache = RunCache(os.path.join(folder, 'cache'))\n"
             "for i in range(100):\n    cache.add(f'{tag}-{i}', f'/runs/{tag}/{i}')\n")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag], cwd=runner.REPO_ROOT)
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path), tag], cwd=REPO_ROOT)
              for tag in ("ssa", "msa", "other")]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
-    index = json.loads((tmp_path / "cache" / runner.RUN_CACHE_INDEX).read_text())
+    index = json.loads((tmp_path / "cache" / RUN_CACHE_INDEX).read_text())
     assert len(index) == 300
     assert index["msa-99"] == "/runs/msa/99" and index["ssa-0"] == "/runs/ssa/0"

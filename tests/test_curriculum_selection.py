@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from curriculum import select as select_cli
-from curriculum.selection import (load_split, merge_separate_dir, prepare_split_root, select, separate_files,
-                                  separate_name, threshold_tag, union, write_separate)
+from curriculum.reliability import select
+from curriculum.subset_files import (merge_separate_dir, prepare_split_root, separate_files, separate_name,
+                                     threshold_tag, union, write_separate)
+from datasets.records import load_split_file
 
 
 def _five(prefix, n):
@@ -60,21 +62,21 @@ def test_prepare_split_root_links_other_splits(tmp_path):
     for split in ("val", "testA", "train_pseudo"):
         torch.save(_five(split, 2), original / "unc" / f"unc_{split}.pth")
     path = prepare_split_root(str(tmp_path / "new"), "unc", str(original), "train_pseudo", _five("sel", 1))
-    assert load_split(path) == _five("sel", 1)
-    assert load_split(str(tmp_path / "new" / "unc" / "unc_val.pth")) == _five("val", 2)
-    assert load_split(str(tmp_path / "new" / "unc" / "unc_testA.pth")) == _five("testA", 2)
-    assert load_split(str(original / "unc" / "unc_train_pseudo.pth")) == _five("train_pseudo", 2)  # untouched
+    assert load_split_file(path) == _five("sel", 1)
+    assert load_split_file(str(tmp_path / "new" / "unc" / "unc_val.pth")) == _five("val", 2)
+    assert load_split_file(str(tmp_path / "new" / "unc" / "unc_testA.pth")) == _five("testA", 2)
+    assert load_split_file(str(original / "unc" / "unc_train_pseudo.pth")) == _five("train_pseudo", 2)  # untouched
 
 
 def test_load_split_names_the_file(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"not": "a list"}, bad)
     with pytest.raises(ValueError, match="bad.pth"):
-        load_split(str(bad))
+        load_split_file(str(bad))
     mixed = tmp_path / "mixed.pth"
     torch.save(_five("a", 1) + [("x.jpg", [0, 0, 1, 1], "q")], mixed)
     with pytest.raises(ValueError, match="mixed.pth: sample 1"):
-        load_split(str(mixed))
+        load_split_file(str(mixed), same_layout=True)
 
 
 def test_select_cli_writes_separate_files_merge_and_links(tmp_path, capsys):

@@ -5,8 +5,8 @@ import os
 
 import torch
 
+from curriculum.runs.command_line import budget_epochs
 from demo import pipeline
-from curriculum.driver import budget_epochs
 from demo.synthetic import KINDS
 
 MODELS = ("all template labels (no selection)", "SSA (template)", "MSA (template + caption + relation)",

@@ -2,12 +2,12 @@
 import json
 import os
 
-from datasets.records import parse_records
+from datasets.records import load_split_file, parse_records
 from pseudo_label_generation_module import caption, merge, relation, stats, template
 from pseudo_label_generation_module.geometry import iou_matrix
 from pseudo_label_generation_module.inputs import load_synonyms
 from pseudo_label_generation_module.lexicon import Lexicon
-from pseudo_label_generation_module.samples import load_samples, sample_box_xyxy
+from pseudo_label_generation_module.samples import sample_box_xyxy
 
 # Measured on this world (seed 0, 40 train images, default noise): box agreement template 0.98, relation 0.86,
 # caption 1.00; box and named class: template 0.95, relation 0.78, caption 1.00. Asserted with a margin.
@@ -50,7 +50,7 @@ def test_pseudo_labels_on_the_synthetic_world(tmp_path):
     lexicon = Lexicon(sorted({o["class"] for s in gt.values() for o in s["objects"]}),
                       load_synonyms(paths["synonyms"]))
     for order, source in enumerate(("template", "relation", "caption"), start=1):
-        samples = load_samples(str(out / f"{order}_synthetic_train_pseudo_{source}.pth"), "synthetic")
+        samples = load_split_file(str(out / f"{order}_synthetic_train_pseudo_{source}.pth"), "synthetic")
         records, bad = parse_records(samples, "synthetic")
         assert len(records) == len(samples) > 20 and not bad
         agreement = stats.box_agreement(samples, "synthetic", reference)
@@ -65,5 +65,5 @@ def test_pseudo_labels_on_the_synthetic_world(tmp_path):
                          str(out / "3_synthetic_train_pseudo_caption.pth"), "--synonyms", paths["synonyms"],
                          "--detections", paths["detections"]])
     sizes = {name: s["samples"] for name, s in report["sources"].items()}
-    assert len(load_samples(merged, "synthetic")) == sum(sizes.values())
+    assert len(load_split_file(merged, "synthetic")) == sum(sizes.values())
     assert report["msa_order"][0] == "template"

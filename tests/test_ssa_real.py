@@ -11,7 +11,7 @@ import torch
 
 from curriculum import ssa
 from curriculum.reliability import load_reliabilities
-from curriculum.selection import select
+from curriculum.reliability import select
 from datasets import build_dataset
 from helpers_clip import tiny_args
 from helpers_world import make_world

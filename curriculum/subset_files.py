@@ -1,7 +1,6 @@
-"""Selecting reliable samples into new split files (SPEC §4), in the official layout and naming.
+"""Reliable subsets as split files, in the official layout and naming (docs/curriculum.md).
 
-- ``select(samples, reliabilities, h)``: the samples in percent(H, h) (reliability in [h, 1]), the split's own tuples
-  in split order.
+- ``write_separate``: percent(H, h) of one source (``reliability.select``) as a split file of its own;
 - ``train_separate`` naming of the official multi-source release: ``{order}_{dataset}_train_pseudo_{source}_{h}.pth``
   with ``h`` written like ``0_5`` (``threshold_tag``); ``merge_separate_dir`` concatenates those files in order into
   one ``{dataset}_train_pseudo.pth`` (the official merge does the same).
@@ -13,39 +12,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
-import numpy as np
-
-from curriculum.reliability import percent_indices, threshold_units
-from datasets.records import load_split_file, split_path
+from curriculum.reliability import select, threshold_units
+from datasets.records import check_layout, load_split_file, split_path
 from utils.io import atomic_torch_save
-
-
-def split_file(split_root: str, dataset: str, split: str) -> str:
-    """``{split_root}/{dataset}/{dataset}_{split}.pth``."""
-    return split_path(split_root, dataset, split)
-
-
-def load_split(path: str) -> List[Any]:
-    """A split file (a torch.save'd list of tuples of one layout), loaded with ``weights_only=True``."""
-    samples = load_split_file(path)
-    check_layout(samples, path)
-    return samples
-
-
-def check_layout(samples: Sequence[Any], what: str) -> Optional[int]:
-    """Every sample is a tuple/list of one common length (3 for flickr, 5 otherwise); returns it (None if empty)."""
-    width = None
-    for i, sample in enumerate(samples):
-        if not isinstance(sample, (tuple, list)):
-            raise ValueError(f"{what}: sample {i} is a {type(sample).__name__}, expected a tuple")
-        if width is None:
-            width = len(sample)
-        elif len(sample) != width:
-            raise ValueError(f"{what}: sample {i} has {len(sample)} fields but sample 0 has {width}: "
-                             "mixed tuple layouts")
-    return width
 
 
 def threshold_tag(h: float) -> str:
@@ -64,14 +35,6 @@ def separate_name(order: int, dataset: str, source: str, h: float) -> str:
         raise ValueError(f"source name {source!r}: use letters, digits, '+' or '-' (no '_', which separates "
                          "the parts of train_separate file names)")
     return f"{order}_{dataset}_train_pseudo_{source}_{threshold_tag(h)}.pth"
-
-
-def select(samples: Sequence[Any], reliabilities: Any, h: float) -> List[Any]:
-    """The samples with reliability in [h, 1.0], unchanged, in split order."""
-    r = np.asarray(reliabilities, dtype=np.float64).reshape(-1)
-    if len(samples) != r.size:
-        raise ValueError(f"select: {len(samples)} samples but {r.size} reliabilities")
-    return [samples[i] for i in percent_indices(r, h)]
 
 
 def union(parts: Sequence[Sequence[Any]]) -> List[Any]:
@@ -115,7 +78,7 @@ def separate_files(separate_dir: str, dataset: str) -> List[Tuple[int, str, str]
 
 def merge_split_files(paths: Sequence[str], out_path: str) -> int:
     """Concatenate split files in the given order into ``out_path`` (atomic); returns the sample count."""
-    merged = union([load_split(p) for p in paths])
+    merged = union([load_split_file(p, same_layout=True) for p in paths])
     atomic_torch_save(merged, out_path)
     return len(merged)
 
@@ -159,6 +122,6 @@ def prepare_split_root(out_split_root: str, dataset: str, original_split_root: s
     """Make ``out_split_root`` a usable ``--split_root``: ``{dataset}/{dataset}_{train_split}.pth`` holds
     ``train_samples`` and the dataset's other split files link to the originals. Returns the training file path."""
     link_other_splits(original_split_root, dataset, out_split_root, exclude=[train_split])
-    path = split_file(out_split_root, dataset, train_split)
+    path = split_path(out_split_root, dataset, train_split)
     atomic_torch_save(list(train_samples), path)
     return path

@@ -1,10 +1,10 @@
 """Launching training and scoring runs, resumably (the SSA / MSA drivers' only way to train): as subprocesses, or
-with the launcher spec ``"inprocess"`` by calling the script's ``main(argv)`` inside this process (no interpreter
-start-up and imports per run; one process, so no multi-process launcher).
+with the launcher spec ``"inprocess"`` by calling the script's ``main(argv)`` inside this process
+(``curriculum.runs.processes``).
 
 A run lives in its own folder ``run_dir``:
 - ``splits/{dataset}/``: the run's ``--split_root`` (its training or scored split written there, the dataset's
-  other split files linked to the originals, see ``selection.prepare_split_root``);
+  other split files linked to the originals, see ``subset_files.prepare_split_root``);
 - ``output/``: the script's ``--output_dir``;
 - ``launch.log``: everything the command printed (every attempt, appended);
 - ``run.json``: the record: command, data fingerprint, status (running / done), attempts, result.
@@ -25,157 +25,37 @@ or a non-zero ``SystemExit`` of the script counts as failing, as it would in a p
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import hashlib
-import importlib.util
-import inspect
-import io
-import json
 import os
 import re
 import shlex
 import socket
-import subprocess
 import sys
-import traceback
-from types import ModuleType
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import torch
-
-from curriculum.selection import prepare_split_root
+from curriculum.runs.cache import RunCache, file_fingerprint, samples_fingerprint, split_files_fingerprint
+from curriculum.runs.outputs import RUN_RECORD, read_record, score_result, train_result
+from curriculum.runs.processes import INPROCESS, call_main, launcher_prefix, log_tail, process_alive, spawn_streaming
+from curriculum.subset_files import prepare_split_root
 from datasets.cache import DataCache
 from utils.io import write_json
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_TRAIN_SCRIPT = os.path.join(REPO_ROOT, "train_clip_vg.py")
 DEFAULT_SCORE_SCRIPT = os.path.join(REPO_ROOT, "eval_for_reliability_distribution.py")
-RUN_RECORD = "run.json"
-RUN_CACHE_INDEX = "run_index.json"
 LAUNCH_LOG = "launch.log"
 _PROGRESS = re.compile(r"^\| (epoch|resumed)")
-_TAIL_LINES = 25
-INPROCESS = "inprocess"
-"""The launcher spec that runs a script's ``main(argv)`` in this process instead of a subprocess."""
 ONE_PROCESS = "<one process>"
 """How a run cache identity writes a single-process launcher (in this process or a plain interpreter)."""
-
-
-def spawn_streaming(command: Sequence[str], cwd: str, env: Mapping[str, str], emit: Callable[[bytes], None],
-                    on_start: Callable[[int], None] = lambda pid: None) -> int:
-    """Run ``command`` as a subprocess in ``cwd``, with ``env`` added to this process's environment (and Python
-    unbuffered), each line of its stdout and stderr to ``emit``; its exit status. The process is stopped if this one
-    is interrupted."""
-    proc = subprocess.Popen(list(command), cwd=cwd, env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        on_start(proc.pid)
-        for raw in iter(proc.stdout.readline, b""):
-            emit(raw)
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def log_tail(path: str) -> str:
-    """The last lines of a log (each progress-bar line reduced to its final state), for error messages."""
-    with open(path, "rb") as fh:
-        lines = fh.read().decode(errors="replace").splitlines()
-    return "\n".join(line.split("\r")[-1] for line in lines[-_TAIL_LINES:])
 
 
 class RunFailedError(RuntimeError):
     """A launched command failed or left no complete result."""
 
 
-def launcher_prefix(spec: Union[str, Sequence[str], None]) -> List[str]:
-    """The launcher as an argv prefix: '' / None / 'python' -> this interpreter; 'torchrun --nproc_per_node=4'
-    -> as split by the shell; a leading 'python'/'python3' token is replaced by ``sys.executable``; 'inprocess'
-    -> ``['inprocess']`` (recorded in the command, run by calling the script's ``main``)."""
-    tokens = shlex.split(spec) if isinstance(spec, str) else list(spec or [])
-    if not tokens:
-        return [sys.executable]
-    if tokens[0] in ("python", "python3"):
-        tokens[0] = sys.executable
-    return tokens
-
-
 def _now() -> str:
     return datetime.datetime.now().isoformat(timespec="seconds")
-
-
-def samples_fingerprint(samples: Sequence[Any]) -> str:
-    """SHA-1 of a sample list (its JSON form): identifies the data a run was given."""
-    blob = json.dumps(list(samples), default=str, separators=(",", ":"), sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()
-
-
-def file_fingerprint(path: str) -> str:
-    """SHA-1 of a file's bytes (e.g. a measurer checkpoint)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_epoch_log(log_txt: str) -> List[Dict[str, Any]]:
-    """The per-epoch JSON objects of a training ``log.txt`` (the arguments line and any torn line skipped)."""
-    rows = []
-    with open(log_txt) as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "epoch" in row:
-                rows.append(row)
-    return rows
-
-
-def train_result(output_dir: str, epochs: int) -> Optional[Dict[str, Any]]:
-    """The result of a finished training run (best ``val_accu`` over the logged epochs), or None while the log
-    does not reach the final epoch ``epochs - 1`` or the best checkpoint is missing."""
-    log_txt = os.path.join(output_dir, "log.txt")
-    best_ckpt = os.path.join(output_dir, "best_checkpoint.pth")
-    if not os.path.isfile(log_txt) or not os.path.isfile(best_ckpt):
-        return None
-    rows = read_epoch_log(log_txt)
-    if not rows or max(int(r["epoch"]) for r in rows) < epochs - 1:
-        return None
-    best = max(rows, key=lambda r: float(r["val_accu"]))
-    return {"val_accu": float(best["val_accu"]), "val_miou": best.get("val_miou"), "best_epoch": int(best["epoch"]),
-            "epochs": epochs, "epochs_logged": len(rows), "best_checkpoint": best_ckpt,
-            "checkpoint": os.path.join(output_dir, "checkpoint.pth"), "log_txt": log_txt}
-
-
-def score_result(output_dir: str, dataset: str, split: str) -> Optional[Dict[str, Any]]:
-    """The result of a finished scoring run (the summary is written last), or None."""
-    stem = os.path.join(output_dir, f"{dataset}_{split}_reliability")
-    jsonl, summary_path = f"{stem}.jsonl", f"{stem}_summary.json"
-    if not os.path.isfile(jsonl) or not os.path.isfile(summary_path):
-        return None
-    with open(summary_path) as fh:
-        summary = json.load(fh)
-    keep = ("n", "mean", "quantiles", "share_above_0_5", "share_at_least_0_5", "count_zero", "count_one",
-            "histogram_json", "histogram_png")
-    return {"reliability_file": jsonl, "summary_file": summary_path, **{k: summary.get(k) for k in keep}}
-
-
-def _read_record(run_dir: str) -> Optional[Dict[str, Any]]:
-    path = os.path.join(run_dir, RUN_RECORD)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh)
 
 
 def _set_aside(run_dir: str, why: str) -> str:
@@ -186,114 +66,6 @@ def _set_aside(run_dir: str, why: str) -> str:
     os.replace(run_dir, target)
     print(f"[runner] {run_dir} {why}: moved to {target}", flush=True)
     return target
-
-
-class _LineTee(io.TextIOBase):
-    """A text stream passing each complete line written to it (UTF-8, newline included) to ``emit``; closing it
-    passes on an unfinished last line."""
-
-    encoding = "utf-8"
-
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
-        super().__init__()
-        self._emit = emit
-        self._pending: List[str] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        *lines, rest = text.split("\n")
-        for line in lines:
-            self._emit(("".join(self._pending) + line + "\n").encode(errors="replace"))
-            self._pending = []
-        self._pending.append(rest)
-        return len(text)
-
-    def close(self) -> None:
-        if not self.closed and "".join(self._pending):
-            self._emit("".join(self._pending).encode(errors="replace"))
-        self._pending = []
-        super().close()
-
-
-def _load_script(path: str) -> ModuleType:
-    """The script at ``path`` as a module named after its file (imported once, then reused from ``sys.modules``)."""
-    name = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
-    previous = sys.modules.get(name)
-    if previous is not None and getattr(previous, "__file__", None) == path:
-        return previous
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:  # no half-imported module left behind
-        sys.modules.pop(name)
-        if previous is not None:
-            sys.modules[name] = previous
-        raise
-    return module
-
-
-def _exit_status(code: Any) -> int:
-    """The exit status of a process ending with ``SystemExit(code)`` (a message is printed to stderr, status 1)."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
-
-
-def split_files_fingerprint(split_root: str, dataset: str, exclude: str) -> str:
-    """SHA-1 over the contents of ``{split_root}/{dataset}/{dataset}_*.pth`` except split ``exclude`` (what a run
-    links from ``split_root`` besides its own data: validation and test splits)."""
-    folder = os.path.join(split_root, dataset)
-    digest = hashlib.sha1()
-    for name in sorted(os.listdir(folder)):
-        if name.startswith(f"{dataset}_") and name.endswith(".pth") and name != f"{dataset}_{exclude}.pth":
-            digest.update(f"{name}:{file_fingerprint(os.path.join(folder, name))};".encode())
-    return digest.hexdigest()
-
-
-class RunCache:
-    """An index ``{folder}/run_index.json`` from a run's identity (its command with its own folder left out, and its
-    data fingerprint) to the folder of a finished run with that identity."""
-
-    def __init__(self, folder: str) -> None:
-        self.folder = os.path.abspath(folder)
-        self.index_path = os.path.join(self.folder, RUN_CACHE_INDEX)
-
-    @staticmethod
-    def key(run_dir: str, command: Sequence[str], fingerprint: str) -> str:
-        """The identity of a run: SHA-1 of its command (``run_dir`` replaced by a placeholder) and fingerprint."""
-        generic = [arg.replace(run_dir, "<run_dir>") for arg in command]
-        return hashlib.sha1(json.dumps([generic, fingerprint]).encode()).hexdigest()
-
-    def _index(self) -> Dict[str, str]:
-        if not os.path.isfile(self.index_path):
-            return {}
-        with open(self.index_path) as fh:
-            return json.load(fh)
-
-    def lookup(self, key: str) -> Optional[Dict[str, Any]]:
-        """The record of a finished run with identity ``key`` whose output still exists, or None."""
-        run_dir = self._index().get(key)
-        record = _read_record(run_dir) if run_dir else None
-        if record is None or record.get("status") != "done" or not os.path.isdir(record.get("output_dir", "")):
-            return None
-        return record
-
-    def add(self, key: str, run_dir: str) -> None:
-        """Remember that ``run_dir`` holds the finished run ``key``. Drivers side by side share the index: the read
-        and rewrite happen under an exclusive lock on ``run_index.json.lock``, so no entry is lost."""
-        os.makedirs(self.folder, exist_ok=True)
-        with open(self.index_path + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            index = self._index()
-            if index.get(key) != run_dir:
-                write_json(self.index_path, {**index, key: run_dir})
 
 
 class _Launcher:
@@ -345,25 +117,9 @@ class _Launcher:
         return spawn_streaming(command, self.cwd, self.env, emit, on_start)
 
     def _call_main(self, argv: List[str], emit: Callable[[bytes], None]) -> int:
-        """Call the script's ``main(argv)`` in this process, in ``cwd``, its stdout and stderr going line by line to
-        ``emit``; returns the exit status a process of its own would have (``SystemExit``'s code; 1 after printing
-        the traceback of an exception). Streams, working folder and torch's thread count are restored afterwards."""
-        threads = torch.get_num_threads()
-        try:
-            with contextlib.closing(_LineTee(emit)) as tee, contextlib.redirect_stdout(tee), \
-                    contextlib.redirect_stderr(tee), contextlib.chdir(self.cwd):
-                try:
-                    main = _load_script(self.script).main
-                    shared = "data_cache" in inspect.signature(main).parameters
-                    main(argv, **({"data_cache": self.data_cache} if shared else {}))
-                except SystemExit as exc:
-                    return _exit_status(exc.code)
-                except Exception:
-                    traceback.print_exc()
-                    return 1
-            return 0
-        finally:
-            torch.set_num_threads(threads)
+        """The script's ``main(argv)`` in this process, in ``cwd``, with this launcher's ``data_cache``
+        (``processes.call_main``)."""
+        return call_main(self.script, argv, self.cwd, emit, self.data_cache)
 
     def _context(self, fingerprint: str, split_root: str, dataset: str, own_split: str) -> Optional[str]:
         """With a run cache: ``fingerprint`` combined with the contents of the split files the run links."""
@@ -396,7 +152,7 @@ class _Launcher:
     def _execute_here(self, run_dir: str, command: List[str], fingerprint: str, tag: str,
                       prepare: Callable[[], Any], collect: Callable[[], Optional[Dict[str, Any]]],
                       key: Optional[str]) -> Dict[str, Any]:
-        record = _read_record(run_dir)
+        record = read_record(run_dir)
         if record is not None and (record.get("command") != command or record.get("fingerprint") != fingerprint):
             _set_aside(run_dir, "holds a run of another command or other data")
             record = None
@@ -443,24 +199,6 @@ class _Launcher:
         record.update(status="done", result=result, finished=_now())
         write_json(record_path, record)
         return {**record, "reused": False}
-
-
-def process_alive(pid: Optional[int], host: Optional[str], marker: Optional[str] = None) -> bool:
-    """Whether process ``pid`` of ``host`` is alive (False for another host: it cannot be checked from here);
-    with ``marker``, also that its command line contains it (where /proc shows command lines)."""
-    if not pid or host != socket.gethostname():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    cmdline = f"/proc/{pid}/cmdline"
-    if marker is None or not os.path.exists(cmdline):
-        return True
-    with open(cmdline, "rb") as fh:
-        return marker.encode() in fh.read()
 
 
 def _still_running(record: Dict[str, Any]) -> bool:

@@ -8,15 +8,12 @@ re-derived (runs whose command and data are unchanged are still reused by the ru
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
-import socket
 import threading
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Optional
 
-from curriculum.runner import process_alive
 from utils.io import write_json
 
 STATE_VERSION = 1
@@ -102,36 +99,3 @@ class DriverState:
         with self._lock:
             self.data["searches"][name] = state
             self.save()
-
-
-@contextlib.contextmanager
-def work_dir_lock(work_dir: str) -> Iterator[str]:
-    """Hold ``work_dir/.driver.lock`` while a driver runs there; a live holder on this host is refused, a dead
-    one's lock is taken over. Another host's lock cannot be checked: the error says which file to remove."""
-    os.makedirs(work_dir, exist_ok=True)
-    path = os.path.join(work_dir, ".driver.lock")
-    me = {"pid": os.getpid(), "host": socket.gethostname()}
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                with open(path) as fh:
-                    holder = json.load(fh)
-            except (OSError, json.JSONDecodeError):
-                holder = {}
-            if holder.get("host") not in (None, me["host"]):
-                raise SystemExit(f"{work_dir} is locked by a driver on host {holder['host']} (pid {holder.get('pid')})"
-                                 f"; if that driver is gone, remove {path}") from None
-            if holder.get("pid") != me["pid"] and process_alive(holder.get("pid"), holder.get("host")):
-                raise SystemExit(f"{work_dir} is in use by another driver (pid {holder['pid']}); wait for it, or "
-                                 "use another --work_dir") from None
-            os.remove(path)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
-    try:
-        yield path
-    finally:
-        os.remove(path)

@@ -1,4 +1,5 @@
-"""Command-line plumbing shared by the SSA and MSA drivers."""
+"""The command line shared by the SSA and MSA drivers: their common flags and checks, the options recorded in the
+state file, run lengths (epochs or step budgets per run role) and the launchers built from the flags."""
 from __future__ import annotations
 
 import argparse
@@ -6,10 +7,13 @@ import os
 import shlex
 import signal
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from curriculum.runner import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT, INPROCESS, ScoreLauncher, TrainLauncher
+from curriculum.runs.launchers import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT, ScoreLauncher, TrainLauncher
+from curriculum.runs.processes import INPROCESS
 from datasets.cache import DataCache
+from datasets.records import load_split_file, parse_records
+from utils.errors import CLIPVGError, InputError
 from utils.args import SCRIPT_DEFAULTS, given_flags
 
 PUBLISHED_EPOCHS = 110
@@ -93,19 +97,20 @@ def skips_final(args: argparse.Namespace) -> bool:
     return args.search_only and not final_is_best_candidate(args)
 
 
-def final_summary(final: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """The final model's result fields (None while ``--search_only`` left it untrained)."""
-    if final is None:
-        return {"final_val_accu": None, "final_model": None, "final_run_dir": None}
-    return {"final_val_accu": final["result"]["val_accu"], "final_model": final["result"]["best_checkpoint"],
-            "final_run_dir": final["run_dir"]}
-
-
-def final_line(result: Dict[str, Any]) -> str:
-    """The report's line about the final model (or that ``--search_only`` stopped before it)."""
-    if result["final_model"] is None:
-        return "final model: not trained yet (--search_only; the same command without it trains it)"
-    return f"final model {result['final_model']} (val accuracy {fmt(result['final_val_accu'])})"
+def load_source(path: str, dataset: str, what: str) -> List[Any]:
+    """A source split of a driver (``what`` names it in errors), every sample one that training can use: a sample
+    training would skip is one scoring refuses, so the driver refuses the source before its first run rather than
+    train a measurer in vain. One-line ``InputError`` for a missing, unreadable, empty or bad source."""
+    if not os.path.isfile(path):
+        raise InputError(f"{what}: {path}: no such file")
+    samples = load_split_file(path, same_layout=True)
+    if not samples:
+        raise InputError(f"{what}: {path} is empty")
+    _, bad = parse_records(samples, dataset)
+    if bad:
+        raise InputError(f"{what}: {path}: {len(bad)} of {len(samples)} samples cannot be trained on or scored, "
+                         f"e.g. {bad[0]} (python -m datasets.check lists them): remove them from the source")
+    return samples
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -228,17 +233,12 @@ def make_launchers(args: argparse.Namespace, train_args: Sequence[str]
     return train, candidate, score
 
 
-def fmt(value: Optional[float], digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def install_sigterm_exit() -> None:
-    """Make SIGTERM exit through Python (SystemExit), so a running run is stopped and the work-dir lock released."""
+def run_entry_point(main: Callable[[], Any]) -> None:
+    """Run a driver's ``main`` as ``python -m``: SIGTERM exits through Python (SystemExit), so a running run is
+    stopped and the work-folder lock released; the project's own errors are one line, ``error: <message>``."""
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        main()
+    except CLIPVGError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
