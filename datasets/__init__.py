@@ -1,4 +1,4 @@
-"""Grounding datasets (SPEC §2): records, transforms, the torch Dataset and its builder.
+"""Grounding datasets (docs/method.md#data): records, transforms, the torch Dataset and its builder.
 
 ``build_dataset(split, args, train=None)`` is the one entry point the scripts use; ``DATASETS`` maps each dataset
 name to its splits.

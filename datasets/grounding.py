@@ -1,4 +1,4 @@
-"""``GroundingDataset``: a split's records, their tokenised queries and the transform (SPEC §2).
+"""``GroundingDataset``: a split's records, their tokenised queries and the transform (docs/method.md#data).
 
 Queries: the ``--prompt`` template is applied first (``{pseudo_query}`` replaced by the query; an empty prompt
 means the query alone), then the text is lower-cased and tokenised once, at construction, with

@@ -1,4 +1,4 @@
-"""Train and eval transforms of SPEC §2, built on torchvision's v2 functional ops and PIL.
+"""Train and eval transforms (docs/method.md#data), built on torchvision's v2 functional ops and PIL.
 
 Both take a PIL RGB image, its xyxy pixel box (float tensor) and the prompted, lower-cased query, and return a
 ``Transformed``: the normalised image pasted into a zero ``imsize`` square, the padding mask (True = padding),
@@ -177,7 +177,7 @@ class EvalTransform:
 
 
 class TrainTransform:
-    """The reference's train pipeline (SPEC §2): random select (resize | short-side resize + crop + resize),
+    """The reference's train pipeline (docs/method.md#data): random select (resize | short-side resize + crop + resize),
     colour jitter (unless ``aug_color`` is off), optional blur, no flip, to tensor, normalise, pad (random offset with
     ``aug_translate``). With every augmentation off it is the eval transform (``random`` is False)."""
 

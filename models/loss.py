@@ -1,4 +1,5 @@
-"""The grounding loss of CLIP-VG: L1 on (cx, cy, w, h) plus GIoU loss, weights 1 and 1 (SPEC §3)."""
+"""The grounding loss of CLIP-VG: L1 on (cx, cy, w, h) plus GIoU loss, weights 1 and 1
+(docs/method.md#training-and-evaluation)."""
 from __future__ import annotations
 
 from typing import Dict

@@ -1,4 +1,5 @@
-"""Caption pseudo-language labels: a caption grounded on the box of its subject (SPEC §5).
+"""Caption pseudo-language labels: a caption grounded on the box of its subject
+(docs/method.md#pseudo-language-label-sources).
 
 Subject parser (``parse_subject``; rules, no NLP dependency). On the lower-cased word tokens:
 

@@ -6,9 +6,9 @@ table for common COCO / Visual Genome words (person words such as man/guy/woman/
 synonyms such as bike/bicycle, puppy/dog, couch/sofa) plus the 80 COCO class names and common clothing words. A
 term may have several words ("traffic light"); its last word may be plural ("traffic lights", "men", "ladies").
 
-Entity (the MSA difficulty measure, SPEC §4): a maximal noun phrase that names an object, counted as the number
-of non-overlapping known terms in the expression, matched left to right, longest term first. Examples:
-"man in white shirt" = 2 (man, shirt), "left red car" = 1, "cup on the table" = 2.
+Entity (the MSA difficulty measure, docs/method.md#reliability-and-the-self-paced-curriculum): a maximal noun phrase
+that names an object, counted as the number of non-overlapping known terms in the expression, matched left to right,
+longest term first. Examples: "man in white shirt" = 2 (man, shirt), "left red car" = 1, "cup on the table" = 2.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Relation pseudo-language labels from scene-graph triplets (SPEC §5).
+"""Relation pseudo-language labels from scene-graph triplets (docs/method.md#pseudo-language-label-sources).
 
 Each (subject, predicate, object) triplet gives the expression "subject predicate object" grounded on the subject
 box. Per image, in order:

@@ -1,4 +1,5 @@
-"""Template pseudo-language labels (Pseudo-Q's rules, SPEC §5) from detections and attributes.
+"""Template pseudo-language labels (Pseudo-Q's rules, docs/method.md#pseudo-language-label-sources) from detections
+and attributes.
 
 Per image, each rule is a pure function over ``SceneObject`` lists:
 

@@ -1,4 +1,4 @@
-"""Eval transform on hand-checked cases, train transform invariants over many seeds (SPEC §2)."""
+"""Eval transform on hand-checked cases, train transform invariants over many seeds (docs/method.md#data)."""
 import random
 
 import numpy as np

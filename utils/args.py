@@ -145,7 +145,8 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--clip_download_root", default=None,
                    help="folder of OpenAI's CLIP files, checked first for named models (default: ~/.cache/clip)")
     g.add_argument("--tapped_layers", default=None,
-                   help="comma-separated 0-based CLIP visual blocks to tap (default: per backbone, SPEC §1)")
+                   help="comma-separated 0-based CLIP visual blocks to tap (default: per backbone, see "
+                        "docs/method.md#model)")
     g.add_argument("--imsize", default=224, type=int)
     g.add_argument("--max_query_len", default=77, type=int, help="text tokens, at most CLIP's 77")
     g.add_argument("--vl_dropout", default=0.1, type=float)
