@@ -100,7 +100,7 @@ class DemoConfig:
     parallel_candidates: int = 1
     """The drivers' ``--parallel_candidates`` (search candidates of one step trained at the same time, each a fresh
     one-thread interpreter). 1 in both presets: on 2 cores the other lane is busy during nearly all of both searches,
-    and three candidates beside it, each with its own start-up, made the full demo slower (measured 2026-11-24)."""
+    and three candidates beside it, each with its own start-up, made the full demo slower."""
 
 
 PRESETS: Dict[str, DemoConfig] = {

@@ -7,8 +7,8 @@
   archive as released, or a plain ``torch.save``d state dict), fp16 weights as OpenAI ships them; returns the fp32
   CLIP holding exactly the stored values (what ``--model path`` must load).
 - ``tiny_args(*flags, script='train')``: parsed shared arguments for a ``random:tiny`` model at ``--imsize 64``.
-- ``official_key_reference()``: the official checkpoint key list (tests/data/official_checkpoint_keys.json, a copy
-  of ../shared/reference/): per backbone, keys and shapes, trainable names and parameter counts.
+- ``official_key_reference()``: the official checkpoint key list (tests/data/official_checkpoint_keys.json, every key
+  and shape of an official checkpoint): per backbone, keys and shapes, trainable names and parameter counts.
 """
 from __future__ import annotations
 

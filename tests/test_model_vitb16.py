@@ -1,6 +1,6 @@
 """The real backbone sizes: ViT-B/16 built at full size (random weights), ViT-B/32 and ViT-L/14 on the meta device,
-checked against the official key list (tests/data/official_checkpoint_keys.json, a copy of
-../shared/reference/official_checkpoint_keys.json)."""
+checked against the official key list (tests/data/official_checkpoint_keys.json: every key and shape of an official
+checkpoint)."""
 import os
 import warnings
 

@@ -157,7 +157,7 @@ def get_args_parser(script: str = "train") -> argparse.ArgumentParser:
     g.add_argument("--vl_enc_layers", default=6, type=int)
 
     g = _ScriptGroup(p, "data", script)
-    g.add_argument("--data_root", default="./data/image_data/", help="image folders (see README)")
+    g.add_argument("--data_root", default="./data/image_data/", help="image folders (see docs/data.md)")
     g.add_argument("--split_root", default="./data/pseudo_samples/", help="split files {dataset}/{dataset}_{split}.pth")
     g.add_argument("--dataset", default="referit",
                    help="referit, unc, unc+, gref, gref_umd, flickr, or synthetic")
