@@ -61,7 +61,7 @@ def _cases(tmp: str) -> list:
         (f"{PSEUDO}.relation", ["--dataset", "unc", "--output", labels, "--scene_graphs", MISSING], 1,
          f"error: {MISSING}: file not found"),
         (f"{PSEUDO}.stats", ["--dataset", "unc"], 2, None),
-        (f"{PSEUDO}.stats", [MISSING, "--dataset", "unc"], 1, f"error: {MISSING}: file not found"),
+        (f"{PSEUDO}.stats", [MISSING, "--dataset", "unc"], 1, f"error: split file {MISSING} not found"),
         (f"{PSEUDO}.template", ["--dataset", "unc", "--output", labels], 2, None),
         (f"{PSEUDO}.template", ["--dataset", "unc", "--output", labels, "--detections", MISSING], 1,
          f"error: {MISSING}: file not found"),
