@@ -77,10 +77,9 @@ def _autograd_records(t: torch.Tensor) -> bool:
 def clip_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """CLIP's ``c_fc -> QuickGELU -> c_proj`` on (..., D). On the CPU in float32 both matmuls run through oneDNN
     where ``uses_onednn`` says so (``models/onednn_linear.py``). QuickGELU is ``silu(u) / 1.702`` with
-    ``u = 1.702 * c_fc(x)``
-    (one fused activation instead of ``sigmoid`` and two products): after oneDNN the scalings are in-place passes
-    (autograd needs neither product's operand, only ``silu``'s input); elsewhere both ride on the matmuls
-    (``addmm``'s alpha and beta). Another activation runs as it is."""
+    ``u = 1.702 * c_fc(x)`` (one fused activation instead of ``sigmoid`` and two products): after oneDNN the
+    scalings are in-place passes (autograd needs neither product's operand, only ``silu``'s input); elsewhere both
+    ride on the matmuls (``addmm``'s alpha and beta). Another activation runs as it is."""
     if not isinstance(mlp.gelu, QuickGELU):
         return mlp(x)
     fc, proj = mlp.c_fc, mlp.c_proj
