@@ -53,13 +53,14 @@ class Sizes:
     train_steps: int
     bench_batches: tuple
     bench_steps: int
+    bench_warmup: int
     num_workers: int
     train_images: int
     val_images: int
 
 
-FULL = Sizes("random:ViT-B/16", 224, 256, 64, 8, (64, 128), 10, 8, 200, 200)
-TINY = Sizes("random:tiny", 64, 64, 4, 2, (4, 8), 2, 0, 4, 2)
+FULL = Sizes("random:ViT-B/16", 224, 256, 64, 8, (64, 128), 10, 2, 8, 200, 200)
+TINY = Sizes("random:tiny", 64, 64, 4, 2, (4, 8), 1, 0, 0, 4, 2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="tiny CLIP, 64 px, small batches (the CPU dry run)")
     p.add_argument("--ddp", action="store_true",
                    help="run the 2-process checks even with fewer than 2 GPUs (on the CPU: gloo)")
-    p.add_argument("--no_compile", dest="compile", action="store_false", help="skip the --compile checks")
+    p.add_argument("--no_compile", dest="compile", action="store_false",
+                   help="leave out the --compile checks (on the CPU, compiling takes minutes)")
     p.add_argument("--budget_s", type=positive_int, default=420,
                    help="skip checks that would start after this many seconds (default 420: at most 8 minutes)")
     p.add_argument("--check_timeout_s", type=positive_int, default=300, help="time limit of one check")
@@ -184,11 +186,12 @@ def run_checks(args: argparse.Namespace, work_dir: str) -> Dict[str, Any]:
     spec = ["--model", sizes.model, "--device", args.device, "--imsize", str(sizes.imsize)]
     for batch in sizes.bench_batches:
         runner.run(f"benchmark_model_b{batch}", ["benchmarks/benchmark_model.py", *spec, "--batch_size", str(batch),
-                                                 "--steps", str(sizes.bench_steps), "--warmup", "2",
+                                                 "--steps", str(sizes.bench_steps), "--warmup", str(sizes.bench_warmup),
                                                  "--amp", bench_amp])
     runner.run("benchmark_e2e", ["benchmarks/benchmark_e2e.py", *spec, "--batch_size",
                                  str(sizes.bench_batches[-1]), "--steps", str(sizes.bench_steps),
-                                 "--epochs", "1", "--warmup_epochs", "1", "--num_workers", str(sizes.num_workers),
+                                 "--epochs", "1", "--warmup_epochs", str(min(sizes.bench_warmup, 1)),
+                                 "--num_workers", str(sizes.num_workers),
                                  "--image_size", str(sizes.image_size), "--amp", bench_amp])
     if args.compile:
         train(compiled=True)
