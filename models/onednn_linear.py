@@ -96,14 +96,17 @@ class OneDNNLinear(torch.autograd.Function):
 
 def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``linear`` takes the oneDNN path for these tensors: CPU, float32 outside CPU autocast (under
-    ``--amp bf16`` the matmuls are autocast's), and ``cpu_matmul_backend() == 'onednn'``."""
+    ``--amp bf16`` the matmuls are autocast's), eager mode (under ``torch.compile`` the compiler picks the matmul
+    kernels; inductor cannot lower the op on a weight that is not a graph constant), and
+    ``cpu_matmul_backend() == 'onednn'``."""
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and cpu_matmul_backend() == "onednn")
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling()
+            and cpu_matmul_backend() == "onednn")
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN where ``uses_onednn`` allows it (else ``F.linear`` itself:
-    CUDA, autocast, other dtypes, ``CLIP_VG_CPU_MATMUL=blas``, builds without oneDNN)."""
+    CUDA, autocast, ``torch.compile``, other dtypes, ``CLIP_VG_CPU_MATMUL=blas``, builds without oneDNN)."""
     if not uses_onednn(x, weight):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad

@@ -118,3 +118,11 @@ def test_packed_copies_go_with_their_weights():
     assert len(_PACKED) == before + 1
     del w
     assert len(_PACKED) == before
+
+
+def test_under_torch_compile_the_matmuls_are_left_to_the_compiler(monkeypatch):
+    """Inductor cannot lower oneDNN's op on a weight that is not a graph constant: compiled code uses F.linear."""
+    x, w, b = _inputs(False, False, False)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not uses_onednn(x, w)
+    assert torch.equal(linear(x, w, b), F.linear(x, w, b))
