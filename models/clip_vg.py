@@ -30,7 +30,7 @@ from clip.model import CLIP, QuickGELU, ResidualAttentionBlock
 from torch import nn
 
 from models.clip_backbone import clip_sha256
-from models.onednn_linear import linear, uses_onednn
+from models.onednn_linear import autocast_weight, linear, uses_onednn
 from models.vl_transformer import VLTransformer
 
 # The CLIP tensors CLIP-VG trains (names inside the CLIP module); everything else of CLIP stays frozen.
@@ -88,9 +88,9 @@ def clip_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
         act = F.silu(u, inplace=not _autograd_records(u)).div_(QUICK_GELU_SCALE)
         return linear(act, proj.weight, proj.bias)
     flat = x.reshape(-1, x.shape[-1])
-    u = torch.addmm(fc.bias, flat, fc.weight.t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
+    u = torch.addmm(fc.bias, flat, autocast_weight(fc.weight).t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
     u = F.silu(u, inplace=not _autograd_records(u))
-    out = torch.addmm(proj.bias, u, proj.weight.t(), alpha=1.0 / QUICK_GELU_SCALE)
+    out = torch.addmm(proj.bias, u, autocast_weight(proj.weight).t(), alpha=1.0 / QUICK_GELU_SCALE)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 

@@ -22,7 +22,7 @@ transposed one only once a gradient flows through them) and go when the weights 
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -55,19 +55,38 @@ def cpu_matmul_backend() -> str:
 _PACKED: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
 
+def _derived(weight: torch.Tensor, kind: Any, make: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``make(weight)``, kept with the weight under ``kind`` and remade whenever the weight changes (its version
+    counter or storage moves); dropped when the weight goes."""
+    stamp = (weight._version, weight.data_ptr(), tuple(weight.shape))
+    cache: Dict[Any, Tuple[tuple, torch.Tensor]] = _PACKED.setdefault(weight, {})
+    hit = cache.get(kind)
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, make(weight.detach()))
+        cache[kind] = hit
+    return hit[1]
+
+
 def packed_weight(weight: torch.Tensor, transposed: bool = False) -> torch.Tensor:
     """``weight`` (or ``weight.T`` with ``transposed``) in oneDNN's blocked layout when it is frozen (cached,
     remade after any change), else the plain tensor."""
     plain = weight.t() if transposed else weight
     if weight.requires_grad:
         return plain
-    stamp = (weight._version, weight.data_ptr(), tuple(weight.shape))
-    cache: Dict[bool, Tuple[tuple, torch.Tensor]] = _PACKED.setdefault(weight, {})
-    hit = cache.get(transposed)
-    if hit is None or hit[0] != stamp:
-        hit = (stamp, torch.ops.mkldnn._reorder_linear_weight(plain.detach().contiguous()))
-        cache[transposed] = hit
-    return hit[1]
+    return _derived(weight, transposed,
+                    lambda w: torch.ops.mkldnn._reorder_linear_weight((w.t() if transposed else w).contiguous()))
+
+
+def autocast_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Under autocast (eager), a frozen float32 ``weight`` cast once to the autocast dtype and kept (autocast
+    itself caches only the casts of trainable leaves, so it would cast CLIP's frozen weights at every call: about
+    as long as the bf16 matmul itself on the CPU); else ``weight``. The values are autocast's own cast."""
+    device = weight.device.type
+    if (weight.requires_grad or weight.dtype != torch.float32 or not torch.is_autocast_enabled(device)
+            or torch.compiler.is_compiling()):
+        return weight
+    dtype = torch.get_autocast_dtype(device)
+    return _derived(weight, dtype, lambda w: w.to(dtype))
 
 
 def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -106,9 +125,10 @@ def uses_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN where ``uses_onednn`` allows it (else ``F.linear`` itself:
-    CUDA, autocast, ``torch.compile``, other dtypes, ``CLIP_VG_CPU_MATMUL=blas``, builds without oneDNN)."""
+    CUDA, autocast (frozen weights cast once, ``autocast_weight``), ``torch.compile``, other dtypes,
+    ``CLIP_VG_CPU_MATMUL=blas``, builds without oneDNN)."""
     if not uses_onednn(x, weight):
-        return F.linear(x, weight, bias)
+        return F.linear(x, autocast_weight(weight), bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         # On 2-D input the op's output is no view, so callers may update the result in place.

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.onednn_linear import (_PACKED, BACKEND_ENV, OneDNNLinear, cpu_matmul_backend, linear, onednn_available,
-                                  packed_weight, uses_onednn)
+from models.onednn_linear import (_PACKED, BACKEND_ENV, OneDNNLinear, autocast_weight, cpu_matmul_backend, linear,
+                                  onednn_available, packed_weight, uses_onednn)
 from utils.errors import UsageError
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN linear op")
@@ -126,3 +126,15 @@ def test_under_torch_compile_the_matmuls_are_left_to_the_compiler(monkeypatch):
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert not uses_onednn(x, w)
     assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+
+
+def test_under_autocast_frozen_weights_are_cast_once_with_autocasts_values():
+    x, w, b = _inputs(False, False, False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = autocast_weight(w)
+        assert cast.dtype == torch.bfloat16 and autocast_weight(w) is cast
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+    assert autocast_weight(w) is w  # outside autocast: the weight itself
+    trainable = w.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_weight(trainable) is trainable  # autocast caches trainable leaves itself
