@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -13,7 +14,7 @@ from tqdm import tqdm
 
 from models.loss import grounding_loss
 from utils.box_ops import cxcywh_to_xyxy, elementwise_iou
-from utils.errors import InputError, RunFailed
+from utils.errors import InputError, RunFailed, UsageError
 from utils.misc import all_gather_object, all_reduce_sum, get_world_size, is_main_process
 
 ACCURACY_IOU = 0.5
@@ -25,11 +26,37 @@ class NonFiniteLossError(RunFailed):
     the ranks and their samples, and the last good checkpoint."""
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA per ``--amp``; the CPU always runs fp32."""
-    if device.type != "cuda" or amp == "off":
+class SlowBF16Warning(UserWarning):
+    """``--amp bf16`` on a CPU without bf16 matmul units: it runs, but slower than fp32."""
+
+
+def resolve_amp(device: torch.device, amp: Optional[str]) -> str:
+    """``--amp`` for ``device``: ``auto`` (or None) is ``bf16`` on CUDA and ``off`` (fp32) on the CPU; ``fp16``
+    needs CUDA."""
+    if amp in (None, "auto"):
+        return "bf16" if device.type == "cuda" else "off"
+    if amp == "fp16" and device.type != "cuda":
+        raise UsageError(f"--amp fp16: needs a CUDA device (on the {device.type}, use --amp bf16 or off)")
+    return amp
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls in hardware (AMX tiles or AVX512-BF16), where ``--amp bf16`` pays."""
+    return torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+
+
+def autocast(device: torch.device, amp: Optional[str]) -> contextlib.AbstractContextManager:
+    """Mixed precision per ``--amp`` (``resolve_amp``): bf16 or fp16 autocast on CUDA, bf16 autocast on the CPU,
+    nothing for ``off``. On a CPU without AMX or AVX512-BF16, bf16 warns once (it runs slower than fp32 there)."""
+    amp = resolve_amp(device, amp)
+    if amp == "off":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    if device.type == "cpu":
+        if not cpu_has_fast_bf16():
+            warnings.warn("--amp bf16: this CPU has neither AMX nor AVX512-BF16, so bf16 runs slower than fp32 here "
+                          "(--amp off is faster)", SlowBF16Warning, stacklevel=2)
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def _to_device(batch: Dict[str, Any], device: torch.device) -> Dict[str, Any]:

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=2, help="timed epochs; median and best are reported")
     p.add_argument("--warmup_epochs", type=non_negative_int, default=1, help="untimed epochs first")
     p.add_argument("--num_workers", type=non_negative_int, default=2)
-    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast on CUDA (CPU: fp32)")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                   help="autocast: bf16 on the CPU or CUDA, fp16 on CUDA (default: off, fp32)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU intra-op threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--imsize", type=positive_int, default=224)
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, work_dir: str) -> Dict[str, Any]:
             "train_runs": summary["runs"], **peak_memory(device),
             "config": {"model": spec, "device": str(device), "batch_size": args.batch_size,
                        "steps": len(loader), "epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
-                       "num_workers": args.num_workers, "amp": args.amp if device.type == "cuda" else "off",
+                       "num_workers": args.num_workers, "amp": args.amp,
                        "threads": threads, "compile": args.compile, "imsize": args.imsize,
                        "image_size": args.image_size, "augmentation": [a[2:] for a in RECIPE_AUGMENTATION],
                        "train_samples": len(dataset), "trainable_params": trainable, "total_params": total,

@@ -11,14 +11,22 @@ is not measured here (see benchmark_data.py / benchmark_e2e.py).
 
 ``--model`` is a CLIP name, an OpenAI CLIP file, or (with ``--random_weights``, or spelt ``random:<name>``) a
 seeded random CLIP of a known configuration (``ViT-B/16``, ``ViT-B/32``, ``ViT-L/14``, ``tiny``): nothing is
-downloaded. ``--paths reference`` runs the straightforward forward pass instead of the exact speed-ups.
+downloaded. ``--paths reference`` runs the straightforward forward pass (``benchmarks/reference_forward.py``)
+instead of the model's. ``--compare reference`` (or ``bf16``, ``off``) times a second variant on the same model
+and batches, interleaved with the first (A, B, A, B, ...: machine noise hits both alike), and reports its rates and
+the ratios under ``compare``:
+
+    python benchmarks/benchmark_model.py --model ViT-B/16 --random_weights --device cpu --threads 2 \
+        --batch_size 8 --steps 3 --warmup 1 --repeats 5 --compare reference
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # run as a file: the project's packages are imported from the repository root
@@ -31,22 +39,21 @@ import engine
 from benchmarks._common import (build_benchmark_model, emit, environment, model_spec, non_negative_int, peak_memory,
                                 positive_int, rate_summary, reset_peak_memory, resolve_device, set_threads,
                                 shared_args, synthetic_batch, timed, to_device)
+from benchmarks.reference_forward import ReferenceModel
 from models import count_parameters
-from models.clip_vg import FAST, REFERENCE, CLIPVG, ExactPaths
+from models.clip_vg import CLIPVG
 from train_clip_vg import build_optimizer
 
-PATHS = {"fast": FAST, "reference": REFERENCE}
+PATHS = ("fast", "reference")
+COMPARE = ("reference", "bf16", "off")
 
 
-class WithPaths(nn.Module):
-    """Calls a ``CLIPVG`` with a fixed ``ExactPaths`` choice (how ``--paths reference`` reaches the engine)."""
-
-    def __init__(self, model: CLIPVG, paths: ExactPaths) -> None:
-        super().__init__()
-        self.model, self.paths = model, paths
-
-    def forward(self, img: torch.Tensor, img_mask: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        return self.model(img, img_mask, text, paths=self.paths)
+@dataclass
+class Variant:
+    """One timed computation: a module (the model or its reference forward pass) under an ``--amp`` setting."""
+    name: str
+    model: nn.Module
+    amp: str
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=5, help="timed steps per repeat")
     p.add_argument("--warmup", type=non_negative_int, default=1, help="untimed steps before timing")
     p.add_argument("--repeats", type=positive_int, default=1, help="timed runs; median and best are reported")
-    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"], help="autocast on CUDA (CPU: fp32)")
+    p.add_argument("--amp", default="off", choices=["off", "bf16", "fp16"],
+                   help="autocast: bf16 on the CPU or CUDA, fp16 on CUDA (default: off, fp32)")
     p.add_argument("--threads", type=positive_int, default=None, help="CPU intra-op threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--tf32", action="store_true", help="allow TF32 matmuls and convolutions on CUDA")
@@ -68,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_query_len", type=positive_int, default=77)
     p.add_argument("--clip_max_norm", type=float, default=0.0, help="gradient clipping (recipe: 0 = off)")
     p.add_argument("--mode", default="both", choices=["both", "train", "eval"])
-    p.add_argument("--paths", default="fast", choices=sorted(PATHS),
-                   help="fast: the model's exact speed-ups; reference: the straightforward forward pass")
+    p.add_argument("--paths", default="fast", choices=PATHS,
+                   help="fast: the model's forward pass; reference: the straightforward one it is checked against")
+    p.add_argument("--compare", default=None, choices=COMPARE,
+                   help="also time, interleaved with the main variant, the reference forward pass (reference) or "
+                        "the main one with --amp bf16 / off; rates and ratios under 'compare'")
     p.add_argument("--no_check_outputs", dest="check_outputs", action="store_false",
                    help="skip comparing one batch's boxes with the reference forward pass")
     p.add_argument("--seed", type=int, default=0)
@@ -83,44 +94,64 @@ def _batches(args: argparse.Namespace, count: int, device: torch.device, generat
     return [distinct[i % len(distinct)] for i in range(count)]
 
 
-def _train_rates(model: nn.Module, trainable: List[nn.Parameter], project_args: argparse.Namespace,
-                 args: argparse.Namespace, device: torch.device, generator: torch.Generator) -> List[float]:
+def _train_steps(variant: Variant, trainable: List[nn.Parameter], project_args: argparse.Namespace,
+                 args: argparse.Namespace, device: torch.device) -> Callable[[List[Dict[str, torch.Tensor]]], None]:
+    """A function running ``engine.train_one_epoch`` of ``variant`` over a list of batches (its own optimizer)."""
     optimizer = build_optimizer(trainable, project_args, device)
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and args.amp == "fp16" else None
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and variant.amp == "fp16" else None
 
     def epoch(batches: List[Dict[str, torch.Tensor]]) -> None:
-        engine.train_one_epoch(model, batches, optimizer, device, 0, amp=args.amp, max_norm=args.clip_max_norm,
-                               scaler=scaler)
+        engine.train_one_epoch(variant.model, batches, optimizer, device, 0, amp=variant.amp,
+                               max_norm=args.clip_max_norm, scaler=scaler)
+    return epoch
 
+
+def _eval_steps(variant: Variant, device: torch.device) -> Callable[[List[Dict[str, torch.Tensor]]], None]:
+    """A function running ``engine.evaluate`` of ``variant`` over a list of batches."""
+    return lambda batches: engine.evaluate(variant.model, batches, device, variant.amp)
+
+
+def _interleaved_rates(runners: List[Callable[[List[Dict[str, torch.Tensor]]], None]], args: argparse.Namespace,
+                       device: torch.device, generator: torch.Generator) -> List[List[float]]:
+    """Samples/s of each runner over ``--repeats`` timed runs, the runners taking turns in every repeat (A, B, A,
+    B, ...) on the same batches after their warm-up steps."""
     if args.warmup:
-        timed(lambda: epoch(_batches(args, args.warmup, device, generator)), device)
+        warmup = _batches(args, args.warmup, device, generator)
+        for run in runners:
+            timed(lambda: run(warmup), device)
     timed_batches = _batches(args, args.steps, device, generator)
-    return [args.steps * args.batch_size / timed(lambda: epoch(timed_batches), device)
-            for _ in range(args.repeats)]
-
-
-def _eval_rates(model: nn.Module, args: argparse.Namespace, device: torch.device,
-                generator: torch.Generator) -> List[float]:
-    def run(batches: List[Dict[str, torch.Tensor]]) -> None:
-        engine.evaluate(model, batches, device, args.amp)
-
-    if args.warmup:
-        timed(lambda: run(_batches(args, args.warmup, device, generator)), device)
-    timed_batches = _batches(args, args.steps, device, generator)
-    return [args.steps * args.batch_size / timed(lambda: run(timed_batches), device) for _ in range(args.repeats)]
+    rates: List[List[float]] = [[] for _ in runners]
+    for _ in range(args.repeats):
+        for run, out in zip(runners, rates):
+            out.append(args.steps * args.batch_size / timed(lambda: run(timed_batches), device))
+    return rates
 
 
 @torch.no_grad()
-def _box_difference(model: CLIPVG, paths: ExactPaths, args: argparse.Namespace, device: torch.device
-                    ) -> float:
-    """Largest absolute difference between the boxes of ``paths`` and of the straightforward forward pass
-    (``REFERENCE``) on one eval-mode batch: how far the timed computation is from the official one."""
+def _box_difference(variant: Variant, baseline: Variant, args: argparse.Namespace, device: torch.device) -> float:
+    """Largest absolute difference between the boxes of ``variant`` and of ``baseline`` (each under its own
+    ``--amp``) on one eval-mode batch."""
     batch = _batches(args, 1, device, torch.Generator().manual_seed(args.seed + 1))[0]
-    was_training = model.training
-    model.eval()
-    boxes = [model(batch["img"], batch["img_mask"], batch["text"], paths=p).float() for p in (paths, REFERENCE)]
-    model.train(was_training)
+    boxes = []
+    for v in (variant, baseline):
+        was_training = v.model.training
+        v.model.eval()
+        with engine.autocast(device, v.amp):
+            boxes.append(v.model(batch["img"], batch["img_mask"], batch["text"]).float())
+        v.model.train(was_training)
     return (boxes[0] - boxes[1]).abs().max().item()
+
+
+def _compare_variant(args: argparse.Namespace, main_variant: Variant, core: CLIPVG) -> Variant:
+    if args.compare == "reference":
+        return Variant("reference", ReferenceModel(core), main_variant.amp)
+    return Variant(f"{main_variant.name}+amp={args.compare}", main_variant.model, args.compare)
+
+
+def _ratios(a: List[float], b: List[float]) -> Dict[str, float]:
+    """Main over compared: the ratio of the medians, and the median of the per-repeat ratios."""
+    return {"ratio_of_medians": round(statistics.median(a) / statistics.median(b), 4),
+            "median_ratio": round(statistics.median(x / y for x, y in zip(a, b)), 4)}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -140,27 +171,40 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     core = build_benchmark_model(project_args).to(device)
     trainable, total = count_parameters(core)
     params = [p for p in core.parameters() if p.requires_grad]
-    model: nn.Module = core if args.paths == "fast" else WithPaths(core, PATHS[args.paths])
-    if args.compile:
-        model = torch.compile(model)
+    plain: nn.Module = core if args.paths == "fast" else ReferenceModel(core)
+    module = torch.compile(plain) if args.compile else plain
+    main_variant = Variant(args.paths, module, args.amp)
+    variants = [main_variant] + ([_compare_variant(args, main_variant, core)] if args.compare else [])
     generator = torch.Generator().manual_seed(args.seed)
 
     reset_peak_memory(device)
     result: Dict[str, Any] = {}
-    if args.mode in ("both", "train"):
-        train = rate_summary(_train_rates(model, params, project_args, args, device, generator))
-        result.update(train_samples_per_s=train["median"], train_samples_per_s_best=train["best"],
-                      train_runs=train["runs"])
-    if args.mode in ("both", "eval"):
-        evaluation = rate_summary(_eval_rates(model, args, device, generator))
-        result.update(eval_samples_per_s=evaluation["median"], eval_samples_per_s_best=evaluation["best"],
-                      eval_runs=evaluation["runs"])
+    compared: Dict[str, Any] = {"variant": variants[-1].name, "amp": variants[-1].amp} if args.compare else {}
+    for mode, runners in (("train", [_train_steps(v, params, project_args, args, device) for v in variants]),
+                          ("eval", [_eval_steps(v, device) for v in variants])):
+        if args.mode not in ("both", mode):
+            continue
+        rates = _interleaved_rates(runners, args, device, generator)
+        summary = rate_summary(rates[0])
+        result.update({f"{mode}_samples_per_s": summary["median"], f"{mode}_samples_per_s_best": summary["best"],
+                       f"{mode}_runs": summary["runs"]})
+        if args.compare:
+            other = rate_summary(rates[1])
+            compared.update({f"{mode}_samples_per_s": other["median"], f"{mode}_runs": other["runs"],
+                             f"{mode}_ratio": _ratios(rates[0], rates[1])})
     result.update(peak_memory(device))
     if args.check_outputs:
-        result["max_abs_box_diff_vs_reference"] = _box_difference(core, PATHS[args.paths], args, device)
+        reference = Variant("reference", ReferenceModel(core), "off")
+        uncompiled = Variant(args.paths, plain, args.amp)
+        result["max_abs_box_diff_vs_reference"] = _box_difference(uncompiled, reference, args, device)
+        if args.compare:
+            other = _compare_variant(args, uncompiled, core)
+            compared["max_abs_box_diff_vs_main"] = _box_difference(other, uncompiled, args, device)
+    if args.compare:
+        result["compare"] = compared
     result["config"] = {
         "model": spec, "device": str(device), "batch_size": args.batch_size, "steps": args.steps,
-        "warmup": args.warmup, "repeats": args.repeats, "amp": args.amp if device.type == "cuda" else "off",
+        "warmup": args.warmup, "repeats": args.repeats, "amp": args.amp,
         "threads": threads, "compile": args.compile, "tf32": args.tf32 and device.type == "cuda",
         "imsize": args.imsize, "max_query_len": args.max_query_len, "clip_max_norm": args.clip_max_norm,
         "paths": args.paths, "optimizer": project_args.optimizer, "trainable_params": trainable,

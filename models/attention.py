@@ -92,7 +92,7 @@ class RegAttention:
         table = self.model.vl_pos_embed.weight
         if len(torch.unique(table.detach(), dim=0)) != len(table):
             raise RuntimeError("vl_pos_embed has repeated rows: the fused tokens cannot be told apart")
-        self._handle = self.layer.register_forward_pre_hook(self._record, with_kwargs=True)
+        self._handle = self.layer.register_forward_pre_hook(self._hook, with_kwargs=True)
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -100,11 +100,14 @@ class RegAttention:
             self._handle.remove()
             self._handle = None
 
-    def _record(self, layer: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+    def _hook(self, layer: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
         bound = self._signature.bind(*args, **kwargs)
-        src, pos, mask = bound.arguments["src"], bound.arguments["pos"], bound.arguments["key_padding_mask"]
+        self.record(bound.arguments["src"], bound.arguments["pos"], bound.arguments["key_padding_mask"])
+
+    def record(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor) -> None:
+        """Add the map of the hooked layer for these inputs of it (what the hook does at each forward)."""
         with torch.no_grad():
-            weights = reg_attention_weights(layer, src, pos, mask)
+            weights = reg_attention_weights(self.layer, src, pos, key_padding_mask)
             self.maps.append(self._by_slot(weights, position_slots(pos, self.model.vl_pos_embed.weight)))
 
     def _by_slot(self, weights: torch.Tensor, slots: torch.Tensor) -> RegAttentionMap:

@@ -6,22 +6,22 @@ State-dict keys follow the official layout (``clip.*``, ``text_proj``, ``reg_tok
 ``visu_proj`` and the alias modules are handled by ``utils/checkpoint.py``. Trainable parameters are registered in
 the official order minus ``visu_proj``, so an official optimizer state converts index by index.
 
-The forward pass has exact speed-ups (``ExactPaths``), each proven equal to the straightforward computation
-(``REFERENCE``) by the tests: (a) the text tower runs only up to the longest query of the batch and the padded
-text tokens leave the fused sequence (they are masked keys, and CLIP's causal mask makes earlier positions
-independent of later ones); (b) the text tower, which has no trainable tensor, runs under ``no_grad``; (c) fusion
-attention and (d) CLIP block attention use ``F.scaled_dot_product_attention`` on the same weights, and the CLIP
-MLP computes QuickGELU as ``silu(1.702 h) / 1.702`` with both scalings folded into its matmuls (one fused
-activation kernel instead of three element-wise passes); (e) the fusion computes only what the [REG] output
-depends on: masked tokens (padded text, padded image patches) leave the fused sequence, since they are ignored as
-keys and every other step is per token, and the last fusion layer computes its [REG] row alone; (f) on the CPU in
-float32 the matmuls go through oneDNN (``models/onednn_linear.py``), equal to ``F.linear`` up to float rounding.
+The forward pass is one computation, exact speed-ups of the straightforward one (CLIP's own blocks on the text
+zero-padded to the context length, ``nn.MultiheadAttention`` fusion on the full sequence, ``F.linear``), which
+``benchmarks/reference_forward.py`` restates and the tests compare with it, boxes and gradients: (a) the text tower
+runs only up to the longest query of the batch and the padded text tokens leave the fused sequence (they are
+masked keys, and CLIP's causal mask makes earlier positions independent of later ones); (b) the text tower, which
+has no trainable tensor, runs under ``no_grad``; (c) fusion attention and (d) CLIP block attention use
+``F.scaled_dot_product_attention`` on the same weights, and the CLIP MLP computes QuickGELU as
+``silu(1.702 h) / 1.702`` with both scalings folded into its matmuls (one fused activation kernel instead of three
+element-wise passes); (e) the fusion computes only what the [REG] output depends on: masked tokens (padded text,
+padded image patches) leave the fused sequence, since they are ignored as keys and every other step is per token,
+and the last fusion layer computes its [REG] row alone; (f) on the CPU in float32 the matmuls go through oneDNN
+(``models/onednn_linear.py``), equal to ``F.linear`` up to float rounding.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -30,28 +30,13 @@ from clip.model import CLIP, QuickGELU, ResidualAttentionBlock
 from torch import nn
 
 from models.clip_hash import clip_sha256
-from models.onednn_linear import linear, uses_onednn
+from models.onednn_linear import autocast_weight, linear, uses_onednn
 from models.vl_transformer import VLTransformer
 
 # The CLIP tensors CLIP-VG trains (names inside the CLIP module); everything else of CLIP stays frozen.
 TRAINABLE_CLIP_PARAMS = ("visual.positional_embedding",)
 
 
-@dataclass(frozen=True)
-class ExactPaths:
-    """Which exact speed-ups the forward pass uses (all on by default; all off = the reference computation)."""
-
-    trim_text: bool = True
-    text_no_grad: bool = True
-    sdpa_fusion: bool = True
-    sdpa_clip: bool = True
-    prune_fusion: bool = True
-    onednn: bool = True
-
-
-FAST = ExactPaths()
-REFERENCE = ExactPaths(trim_text=False, text_no_grad=False, sdpa_fusion=False, sdpa_clip=False, prune_fusion=False,
-                       onednn=False)
 QUICK_GELU_SCALE = 1.702
 """CLIP's QuickGELU: ``h * sigmoid(1.702 h)``."""
 
@@ -89,53 +74,52 @@ def _autograd_records(t: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and t.requires_grad
 
 
-def clip_mlp(mlp: nn.Module, x: torch.Tensor, onednn: bool = True) -> torch.Tensor:
-    """CLIP's ``c_fc -> QuickGELU -> c_proj`` on (..., D). On the CPU in float32 (``onednn``) both matmuls run
-    through oneDNN (``models/onednn_linear.py``). QuickGELU is ``silu(u) / 1.702`` with ``u = 1.702 * c_fc(x)``
-    (one fused activation instead of ``sigmoid`` and two products): after oneDNN the scalings are in-place passes
-    (autograd needs neither product's operand, only ``silu``'s input); elsewhere both ride on the matmuls
-    (``addmm``'s alpha and beta). Another activation runs as it is."""
+def clip_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """CLIP's ``c_fc -> QuickGELU -> c_proj`` on (..., D). On the CPU in float32 both matmuls run through oneDNN
+    where ``uses_onednn`` says so (``models/onednn_linear.py``). QuickGELU is ``silu(u) / 1.702`` with
+    ``u = 1.702 * c_fc(x)`` (one fused activation instead of ``sigmoid`` and two products): after oneDNN the
+    scalings are in-place passes (autograd needs neither product's operand, only ``silu``'s input); elsewhere both
+    ride on the matmuls (``addmm``'s alpha and beta). Another activation runs as it is."""
     if not isinstance(mlp.gelu, QuickGELU):
         return mlp(x)
     fc, proj = mlp.c_fc, mlp.c_proj
-    if onednn and uses_onednn(x, fc.weight):
+    if uses_onednn(x, fc.weight):
         u = linear(x, fc.weight, fc.bias).mul_(QUICK_GELU_SCALE)
         act = F.silu(u, inplace=not _autograd_records(u)).div_(QUICK_GELU_SCALE)
         return linear(act, proj.weight, proj.bias)
     flat = x.reshape(-1, x.shape[-1])
-    u = torch.addmm(fc.bias, flat, fc.weight.t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
+    u = torch.addmm(fc.bias, flat, autocast_weight(fc.weight).t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
     u = F.silu(u, inplace=not _autograd_records(u))
-    out = torch.addmm(proj.bias, u, proj.weight.t(), alpha=1.0 / QUICK_GELU_SCALE)
+    out = torch.addmm(proj.bias, u, autocast_weight(proj.weight).t(), alpha=1.0 / QUICK_GELU_SCALE)
     return out.view(*x.shape[:-1], out.shape[-1])
 
 
-def clip_block_sdpa(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool, onednn: bool = True
-                    ) -> torch.Tensor:
+def clip_block_sdpa(block: ResidualAttentionBlock, x: torch.Tensor, causal: bool) -> torch.Tensor:
     """A CLIP residual block on a batch-first (B, L, D) input with ``scaled_dot_product_attention`` (``causal``
-    replaces the text tower's additive -inf mask), ``clip_mlp`` and, with ``onednn``, oneDNN matmuls on the CPU.
+    replaces the text tower's additive -inf mask), ``clip_mlp`` and ``linear`` (oneDNN matmuls on the CPU).
     Without autograd the residual sums go into the fresh branch outputs (same sums, fewer new buffers); ``x``
     itself is never modified."""
     attn = block.attn
     b, s, d = x.shape
     h = attn.num_heads
-    qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias, onednn).view(b, s, 3, h, d // h)
+    qkv = linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias).view(b, s, 3, h, d // h)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
     out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    branch = linear(out.transpose(1, 2).reshape(b, s, d), attn.out_proj.weight, attn.out_proj.bias, onednn)
+    branch = linear(out.transpose(1, 2).reshape(b, s, d), attn.out_proj.weight, attn.out_proj.bias)
     if _autograd_records(branch):
         x = x + branch
-        return x + clip_mlp(block.mlp, block.ln_2(x), onednn)
+        return x + clip_mlp(block.mlp, block.ln_2(x))
     x = branch.add_(x)
-    return clip_mlp(block.mlp, block.ln_2(x), onednn).add_(x)
+    return clip_mlp(block.mlp, block.ln_2(x)).add_(x)
 
 
-def clip_text_blocks_sdpa(clip_model: CLIP, text: torch.Tensor, onednn: bool = True) -> torch.Tensor:
+def clip_text_blocks_sdpa(clip_model: CLIP, text: torch.Tensor) -> torch.Tensor:
     """CLIP's text tower up to (not including) ``ln_final`` on the given (B, L) token ids only: token and position
     embeddings, then every block with a causal ``scaled_dot_product_attention`` (``clip_block_sdpa``) -> (B, L, D).
     The causal mask keeps later (padding) positions from earlier ones, so trimming trailing padding is exact."""
     x = clip_model.token_embedding(text) + clip_model.positional_embedding[:text.shape[1]]
     for block in clip_model.transformer.resblocks:
-        x = clip_block_sdpa(block, x, causal=True, onednn=onednn)
+        x = clip_block_sdpa(block, x, causal=True)
     return x
 
 
@@ -214,7 +198,7 @@ class CLIPVG(nn.Module):
             self.clip_source["sha256"] = clip_sha256(self.clip, exclude=TRAINABLE_CLIP_PARAMS)
         return self.clip_source["sha256"]
 
-    def encode_image(self, img: torch.Tensor, paths: ExactPaths = FAST) -> torch.Tensor:
+    def encode_image(self, img: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, 1 + N_patch, len(taps) * visual width): the tapped blocks' outputs, concatenated."""
         visual = self.clip.visual
         x = visual.conv1(img).flatten(2).transpose(1, 2)
@@ -223,28 +207,17 @@ class CLIPVG(nn.Module):
         kept = []
         blocks = visual.transformer.resblocks
         for i in range(self.tapped_layers[-1] + 1):
-            if paths.sdpa_clip:
-                x = clip_block_sdpa(blocks[i], x, causal=False, onednn=paths.onednn)
-            else:
-                x = blocks[i](x.transpose(0, 1)).transpose(0, 1)
+            x = clip_block_sdpa(blocks[i], x, causal=False)
             if i in self.tapped_layers:
                 kept.append(x)
         return torch.cat(kept, dim=-1)
 
-    def encode_text(self, text: torch.Tensor, paths: ExactPaths = FAST) -> torch.Tensor:
-        """(B, L) token ids -> (B, L, embed_dim): ``ln_final`` and ``text_projection`` at every position. The
-        reference path runs CLIP's own blocks on the text zero-padded to the context length (as the official
-        model does), the SDPA path runs only the given L positions with a causal mask."""
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, L, embed_dim): ``ln_final`` and ``text_projection`` at every position, the text
+        tower run (without autograd: it has no trainable tensor) on the given L positions with a causal mask."""
         model = self.clip
-        grad = torch.no_grad() if paths.text_no_grad else contextlib.nullcontext()
-        with grad:
-            if paths.sdpa_clip:
-                x = clip_text_blocks_sdpa(model, text, onednn=paths.onednn)
-            else:
-                length = text.shape[1]
-                full = F.pad(text, (0, model.context_length - length))
-                x = model.token_embedding(full) + model.positional_embedding
-                x = model.transformer(x.transpose(0, 1)).transpose(0, 1)[:, :length]
+        with torch.no_grad():
+            x = clip_text_blocks_sdpa(model, text)
             return model.ln_final(x) @ model.text_projection
 
     def _check_inputs(self, img: torch.Tensor, img_mask: torch.Tensor, text: torch.Tensor) -> None:
@@ -276,21 +249,18 @@ class CLIPVG(nn.Module):
         length, keep = torch.stack([CLIPVG._query_length(text), unmasked.max()]).tolist()
         return length, keep
 
-    def forward(self, img: torch.Tensor, img_mask: torch.Tensor, text: torch.Tensor,
-                paths: ExactPaths = FAST) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, img_mask: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         self._check_inputs(img, img_mask, text)
         patch_mask = patch_padding_mask(img_mask, self.grid)
         # Trimming and pruning read values: under torch.compile and on the meta device (shape inference) the
         # shapes stay static instead.
-        dynamic = ((paths.trim_text or paths.prune_fusion) and not torch.compiler.is_compiling()
-                   and not text.is_meta)
+        dynamic = not torch.compiler.is_compiling() and not text.is_meta
         if dynamic:
             length, keep = self.sequence_lengths(text, patch_mask)
-            if paths.trim_text:
-                text = text[:, :length]
+            text = text[:, :length]
         batch, length = text.shape
-        visu = self.ml_visu_proj(self.encode_image(img, paths))
-        words = self.text_proj(self.encode_text(text, paths))
+        visu = self.ml_visu_proj(self.encode_image(img))
+        words = self.text_proj(self.encode_text(text))
         reg = self.reg_token.weight.expand(batch, 1, -1)
         src = torch.cat([reg, words, visu], dim=1)
 
@@ -298,8 +268,7 @@ class CLIPVG(nn.Module):
         pos = torch.cat([table[: 1 + length], table[1 + self.max_query_len:]], dim=0)
         unmasked = torch.zeros(batch, 1, dtype=torch.bool, device=img.device)
         mask = torch.cat([unmasked, text == 0, unmasked, patch_mask], dim=1)
-        if paths.prune_fusion and dynamic:
+        if dynamic:
             src, mask, pos = keep_unmasked(src, mask, pos, keep)
-        out = self.vl_transformer(src, mask, pos, use_sdpa=paths.sdpa_fusion,
-                                  out_rows=1 if paths.prune_fusion else None, onednn=paths.onednn)
+        out = self.vl_transformer(src, mask, pos, out_rows=1)
         return self.bbox_embed(out[:, 0]).sigmoid()

@@ -3,8 +3,9 @@
 Each layer: ``q = k = src + pos``, ``v = src``; self-attention -> dropout -> residual -> LayerNorm; Linear ->
 ReLU -> dropout -> Linear -> dropout -> residual -> LayerNorm. No final LayerNorm. Tensors are batch-first
 (B, S, D). The attention weights live in an ``nn.MultiheadAttention`` (keys ``self_attn.in_proj_weight``,
-``self_attn.in_proj_bias``, ``self_attn.out_proj.*``, as in the official checkpoints); the default path computes
-the same attention with ``F.scaled_dot_product_attention`` on those weights, the reference path calls the module.
+``self_attn.in_proj_bias``, ``self_attn.out_proj.*``, as in the official checkpoints); the layer computes the
+same attention with ``F.scaled_dot_product_attention`` on those weights (``benchmarks/reference_forward.py`` calls
+the module itself, and the tests compare the two).
 
 ``out_rows=n`` computes only the first ``n`` output rows of the last layer (its keys and values still come from
 every row): every step after the attention is row-wise, so those rows are the same as in the full computation.
@@ -35,37 +36,33 @@ class VLEncoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
 
     def _attention_sdpa(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
-                        rows: int, onednn: bool) -> torch.Tensor:
+                        rows: int) -> torch.Tensor:
         attn = self.self_attn
         b, s, d = src.shape
         h = attn.num_heads
         weight, bias = attn.in_proj_weight, attn.in_proj_bias
         qk_in = src + pos
         if rows == s:
-            q, k = linear(qk_in, weight[: 2 * d], bias[: 2 * d], onednn).view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4)
+            q, k = linear(qk_in, weight[: 2 * d], bias[: 2 * d]).view(b, s, 2, h, d // h).permute(2, 0, 3, 1, 4)
         else:
-            q = linear(qk_in[:, :rows], weight[:d], bias[:d], onednn).view(b, rows, h, d // h).transpose(1, 2)
-            k = linear(qk_in, weight[d: 2 * d], bias[d: 2 * d], onednn).view(b, s, h, d // h).transpose(1, 2)
-        v = linear(src, weight[2 * d:], bias[2 * d:], onednn).view(b, s, h, d // h).transpose(1, 2)
+            q = linear(qk_in[:, :rows], weight[:d], bias[:d]).view(b, rows, h, d // h).transpose(1, 2)
+            k = linear(qk_in, weight[d: 2 * d], bias[d: 2 * d]).view(b, s, h, d // h).transpose(1, 2)
+        v = linear(src, weight[2 * d:], bias[2 * d:]).view(b, s, h, d // h).transpose(1, 2)
         keep = ~key_padding_mask[:, None, None, :]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep,
                                              dropout_p=attn.dropout if self.training else 0.0)
-        return linear(out.transpose(1, 2).reshape(b, rows, d), attn.out_proj.weight, attn.out_proj.bias, onednn)
+        return linear(out.transpose(1, 2).reshape(b, rows, d), attn.out_proj.weight, attn.out_proj.bias)
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
-                use_sdpa: bool = True, out_rows: Optional[int] = None, onednn: bool = True) -> torch.Tensor:
+                out_rows: Optional[int] = None) -> torch.Tensor:
         """``src`` (B, S, D); ``pos`` (S, D) or (B, S, D); ``key_padding_mask`` (B, S) bool, True = ignore.
-        Returns (B, S, D), or only the first ``out_rows`` rows (B, out_rows, D). ``use_sdpa`` and ``onednn``
-        (oneDNN matmuls on the CPU, ``models/onednn_linear.py``) choose kernels, not results."""
+        Returns (B, S, D), or only the first ``out_rows`` rows (B, out_rows, D). The matmuls use ``linear``
+        (oneDNN on the CPU, ``models/onednn_linear.py``)."""
         rows = src.shape[1] if out_rows is None else out_rows
-        if use_sdpa:
-            src2 = self._attention_sdpa(src, pos, key_padding_mask, rows, onednn)
-        else:
-            qk = src + pos.expand_as(src)
-            src2 = self.self_attn(qk[:, :rows], qk, src, key_padding_mask=key_padding_mask, need_weights=False)[0]
+        src2 = self._attention_sdpa(src, pos, key_padding_mask, rows)
         src = self.norm1(src[:, :rows] + self.dropout1(src2))
-        hidden = F.relu(linear(src, self.linear1.weight, self.linear1.bias, onednn))
-        src2 = linear(self.dropout(hidden), self.linear2.weight, self.linear2.bias, onednn)
+        hidden = F.relu(linear(src, self.linear1.weight, self.linear1.bias))
+        src2 = linear(self.dropout(hidden), self.linear2.weight, self.linear2.bias)
         return self.norm2(src + self.dropout2(src2))
 
 
@@ -78,10 +75,10 @@ class VLEncoder(nn.Module):
                                     for _ in range(num_layers))
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor, key_padding_mask: torch.Tensor,
-                use_sdpa: bool = True, out_rows: Optional[int] = None, onednn: bool = True) -> torch.Tensor:
+                out_rows: Optional[int] = None) -> torch.Tensor:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            src = layer(src, pos, key_padding_mask, use_sdpa, out_rows if i == last else None, onednn)
+            src = layer(src, pos, key_padding_mask, out_rows if i == last else None)
         return src
 
 
@@ -101,7 +98,7 @@ class VLTransformer(nn.Module):
                 nn.init.xavier_uniform_(p)
 
     def forward(self, src: torch.Tensor, key_padding_mask: torch.Tensor, pos: torch.Tensor,
-                use_sdpa: bool = True, out_rows: Optional[int] = None, onednn: bool = True) -> torch.Tensor:
+                out_rows: Optional[int] = None) -> torch.Tensor:
         """(B, S, D) sequence, (B, S) padding mask (True = ignore), (S, D) or (B, S, D) positions -> (B, S, D), or
         its first ``out_rows`` rows (B, out_rows, D), computed alone in the last layer."""
-        return self.encoder(src, pos, key_padding_mask, use_sdpa, out_rows, onednn)
+        return self.encoder(src, pos, key_padding_mask, out_rows)

@@ -8,14 +8,16 @@ import torch
 from PIL import Image
 
 import inference
+from benchmarks.reference_forward import reference_encoder_layer, reference_fusion_inputs
 from datasets.grounding import tokenize_queries
 from datasets.transforms import EvalTransform
 from helpers_world import make_world, random_checkpoint
 from models import build_model_from_checkpoint
 from models.attention import RegAttention
-from models.clip_vg import REFERENCE, patch_padding_mask
+from models.clip_vg import patch_padding_mask
 from utils.args import parse_args
 from utils.checkpoint import load_checkpoint, load_model_state
+from utils.errors import UsageError
 from utils.run_setup import adopt_checkpoint_settings
 
 
@@ -51,8 +53,14 @@ def test_weights_are_distributions_zero_on_padding_and_independent_of_token_prun
     img, mask, text = _batch(setup, [setup["wide"], setup["tall"]], ["the big red circle on the left", "dog"])
     with RegAttention(model, layer) as fast:
         box = model(img, mask, text)
-    with RegAttention(model, layer) as reference:
-        model(img, mask, text, paths=REFERENCE)
+    # the same layer's map on the straightforward computation's full, unpruned fused sequence
+    reference = RegAttention(model, layer)
+    src, key_padding_mask, pos = reference_fusion_inputs(model, img, mask, text)
+    layers = model.vl_transformer.encoder.layers
+    with torch.no_grad():
+        for fusion_layer in layers[:layer % len(layers)]:
+            src = reference_encoder_layer(fusion_layer, src, pos, key_padding_mask)
+    reference.record(src, pos, key_padding_mask)
     (a,), (b,) = fast.maps, reference.maps
     assert torch.allclose(a.total(), torch.ones(2), atol=1e-5)
     padded = patch_padding_mask(mask, model.grid).view(2, model.grid, model.grid)
@@ -81,6 +89,6 @@ def test_inference_attention_picture_leaves_the_box_bitwise_unchanged(setup, tmp
         assert drawn.format == "PNG" and drawn.width > 400
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert printed[0]["box_xyxy"] == printed[1]["box_xyxy"]
-    with pytest.raises(SystemExit, match="--attention .*att.jpg: the attention picture is a PNG"):
+    with pytest.raises(UsageError, match="--attention .*att.jpg: the attention picture is a PNG"):
         inference.main([*base, "--attention", str(tmp_path / "att.jpg")])
     assert not os.path.exists(tmp_path / "att.jpg")

@@ -154,3 +154,23 @@ def test_scaling_benchmark_scores_every_sample_once_on_each_process_count(capsys
         assert runs[n]["samples"] == 7 and runs[n]["eval_samples_per_s"] > 0 and runs[n]["wall_s"] > 0
     assert runs["1"]["speedup"] == 1.0 and runs["2"]["speedup"] > 0
     assert result["config"]["nprocs"] == [1, 2] and result["config"]["model"] == "random:tiny"
+
+
+@pytest.mark.parametrize("compare, amp, largest_diff", [("reference", "off", 1e-4), ("bf16", "bf16", 0.05)])
+def test_model_benchmark_compares_two_variants_interleaved(capsys, compare, amp, largest_diff):
+    """--compare times a second variant in the same run: its rates, the ratios and how far its boxes are from
+    the main variant's (the reference: float rounding; bf16: up to the bf16 tolerance of tests/test_amp_cpu.py)."""
+    benchmark_model.main(TINY_MODEL + ["--batch_size", "2", "--steps", "1", "--warmup", "0", "--repeats", "2",
+                                       "--max_query_len", "20", "--compare", compare])
+    result = printed_json(capsys)
+    other = result["compare"]
+    assert other["amp"] == amp and other["variant"] == ("reference" if compare == "reference" else "fast+amp=bf16")
+    assert_positive(other, ["train_samples_per_s", "eval_samples_per_s"])
+    assert len(other["train_runs"]) == len(result["train_runs"]) == 2
+    for mode in ("train", "eval"):
+        ratio = other[f"{mode}_ratio"]
+        assert ratio["ratio_of_medians"] == pytest.approx(result[f"{mode}_samples_per_s"]
+                                                          / other[f"{mode}_samples_per_s"], rel=1e-3)
+        assert ratio["median_ratio"] > 0
+    assert 0 <= other["max_abs_box_diff_vs_main"] < largest_diff
+    assert 0 <= result["max_abs_box_diff_vs_reference"] < 1e-4

@@ -1,5 +1,6 @@
-"""The performance work's exact speed-ups compute the reference function: pruning masked tokens from the fusion
-(and the [REG]-only last layer), the folded QuickGELU MLP, and the in-place residual path without autograd."""
+"""The model's exact speed-ups compute the reference function (benchmarks/reference_forward.py): pruning masked
+tokens from the fusion (and the [REG]-only last layer), the folded QuickGELU MLP, and the in-place residual path
+without autograd."""
 import pytest
 import torch
 from clip.model import ResidualAttentionBlock
@@ -7,10 +8,9 @@ from clip.model import ResidualAttentionBlock
 from benchmarks._common import synthetic_batch
 from helpers_clip import TINY_IMSIZE, tiny_args
 from models import build_model
-from models.clip_vg import FAST, REFERENCE, ExactPaths, clip_block_sdpa, clip_mlp, keep_unmasked
+from benchmarks.reference_forward import reference_forward, reference_fusion, reference_fusion_inputs
+from models.clip_vg import clip_block_sdpa, clip_mlp, keep_unmasked, patch_padding_mask
 from models.vl_transformer import VLTransformer
-
-NO_PRUNE = ExactPaths(prune_fusion=False)
 
 
 @pytest.fixture(scope="module")
@@ -27,21 +27,34 @@ def coco_batch(n=6, seed=1):
     return batch
 
 
-def outputs_and_grads(model, batch, paths):
+def model_forward(model, img, img_mask, text):
+    return model(img, img_mask, text)
+
+
+def pruned_fusion_only(model, img, img_mask, text):
+    """The reference forward pass with only the fusion pruned: the masked tokens leave the sequence and the last
+    layer computes the [REG] row alone (the model's own fusion module)."""
+    src, mask, pos = reference_fusion_inputs(model, img, img_mask, text)
+    keep = int((~mask).sum(dim=1).max())
+    kept_src, kept_mask, kept_pos = keep_unmasked(src, mask, pos, keep)
+    out = model.vl_transformer(kept_src, kept_mask, kept_pos, out_rows=1)
+    return model.bbox_embed(out[:, 0]).sigmoid()
+
+
+def outputs_and_grads(model, batch, forward):
     model.zero_grad(set_to_none=True)
-    out = model(batch["img"], batch["img_mask"], batch["text"], paths=paths)
+    out = forward(model, batch["img"], batch["img_mask"], batch["text"])
     out.sum().backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return out.detach(), grads
 
 
-@pytest.mark.parametrize("paths", [FAST, ExactPaths(trim_text=False, sdpa_fusion=False, sdpa_clip=False,
-                                                    text_no_grad=False)], ids=["fast", "prune_only"])
-def test_pruned_fusion_gives_the_reference_boxes_and_gradients(model, paths):
+@pytest.mark.parametrize("forward", [model_forward, pruned_fusion_only], ids=["fast", "prune_only"])
+def test_pruned_fusion_gives_the_reference_boxes_and_gradients(model, forward):
     batch = coco_batch()
-    base_out, base_grads = outputs_and_grads(model, batch, REFERENCE)
-    out, grads = outputs_and_grads(model, batch, paths)
+    base_out, base_grads = outputs_and_grads(model, batch, reference_forward)
+    out, grads = outputs_and_grads(model, batch, forward)
     assert torch.allclose(out, base_out, atol=1e-5)
     assert grads.keys() == base_grads.keys()
     for name in grads:
@@ -60,7 +73,6 @@ def test_pruning_keeps_each_rows_unmasked_tokens_in_order():
 
 def test_the_forward_pass_reads_back_one_pair_of_lengths(model):
     batch = coco_batch()
-    from models.clip_vg import patch_padding_mask
 
     patches = patch_padding_mask(batch["img_mask"], model.grid)
     length, keep = model.sequence_lengths(batch["text"], patches)
@@ -69,16 +81,16 @@ def test_the_forward_pass_reads_back_one_pair_of_lengths(model):
     assert keep == expected
 
 
-@pytest.mark.parametrize("use_sdpa", [True, False])
-def test_fusion_out_rows_are_the_first_rows_of_the_full_output(use_sdpa):
+@pytest.mark.parametrize("fusion_fn", ["model", "reference"])
+def test_fusion_out_rows_are_the_first_rows_of_the_full_output(fusion_fn):
     torch.manual_seed(0)
     fusion = VLTransformer(d_model=32, nhead=4, num_layers=3, dim_feedforward=64, dropout=0.1).eval()
     src, pos = torch.randn(3, 9, 32), torch.randn(9, 32)
     mask = torch.zeros(3, 9, dtype=torch.bool)
     mask[1, 5:] = True
-    full = fusion(src, mask, pos, use_sdpa=use_sdpa)
-    assert torch.allclose(fusion(src, mask, pos, use_sdpa=use_sdpa, out_rows=1), full[:, :1], atol=1e-6)
-    assert torch.allclose(fusion(src, mask, pos, use_sdpa=use_sdpa, out_rows=4), full[:, :4], atol=1e-6)
+    full = fusion(src, mask, pos) if fusion_fn == "model" else reference_fusion(fusion, src, mask, pos)
+    assert torch.allclose(fusion(src, mask, pos, out_rows=1), full[:, :1], atol=1e-6)
+    assert torch.allclose(fusion(src, mask, pos, out_rows=4), full[:, :4], atol=1e-6)
 
 
 def test_folded_quickgelu_mlp_equals_clips_mlp():
@@ -113,6 +125,7 @@ def test_eval_boxes_without_autograd_match_the_reference(model):
     batch = coco_batch(seed=4)
     with torch.no_grad():
         fast = model(batch["img"], batch["img_mask"], batch["text"])
-        reference = model(batch["img"], batch["img_mask"], batch["text"], paths=REFERENCE)
-        unpruned = model(batch["img"], batch["img_mask"], batch["text"], paths=NO_PRUNE)
+        reference = reference_forward(model, batch["img"], batch["img_mask"], batch["text"])
+        src, mask, pos = reference_fusion_inputs(model, batch["img"], batch["img_mask"], batch["text"])
+        unpruned = model.bbox_embed(model.vl_transformer(src, mask, pos)[:, 0]).sigmoid()
     assert torch.allclose(fast, reference, atol=1e-5) and torch.allclose(fast, unpruned, atol=1e-5)

@@ -7,8 +7,9 @@ import torchvision.transforms.functional as TF
 
 from helpers_clip import TINY_IMSIZE, tiny_args, tiny_clip
 from models import build_model, count_parameters, describe_parameters
-from models.clip_vg import (CLIPVG, FAST, REFERENCE, ExactPaths, default_tapped_layers, patch_padding_mask,
-                            resolve_tapped_layers)
+from benchmarks.reference_forward import (reference_encode_image, reference_encode_text, reference_forward,
+                                          reference_fusion, reference_fusion_inputs)
+from models.clip_vg import CLIPVG, default_tapped_layers, patch_padding_mask, resolve_tapped_layers
 from models.loss import grounding_loss
 
 SOT, EOT = 49406, 49407
@@ -180,31 +181,54 @@ def test_a_query_does_not_depend_on_its_batch_or_padding_length(tiny_model):
     assert torch.allclose(alone, shorter, atol=1e-5)
 
 
-SDPA_CLIP_ONLY = ExactPaths(trim_text=False, text_no_grad=False, sdpa_fusion=False, sdpa_clip=True)
+def _text_encodings(encode):
+    """``encode(model, text)`` at the query's own length, then cut to the longest query (trimming is exact)."""
+    def run(model, img, mask, text):
+        length = CLIPVG.query_length(text)
+        return encode(model, text)[:, :length]
+    return run
 
 
-@pytest.mark.parametrize("baseline, paths", [
-    # Trimming the text tower needs the SDPA blocks (CLIP's own blocks carry a fixed 77 x 77 mask).
-    (SDPA_CLIP_ONLY, ExactPaths(trim_text=True, text_no_grad=False, sdpa_fusion=False, sdpa_clip=True)),
-    (REFERENCE, ExactPaths(trim_text=False, text_no_grad=True, sdpa_fusion=False, sdpa_clip=False)),
-    (REFERENCE, ExactPaths(trim_text=False, text_no_grad=False, sdpa_fusion=True, sdpa_clip=False)),
-    (REFERENCE, SDPA_CLIP_ONLY),
-    (REFERENCE, FAST),
-], ids=["trim_text", "text_no_grad", "sdpa_fusion", "sdpa_clip", "all"])
-def test_each_exact_speedup_equals_the_reference(tiny_model, baseline, paths):
-    """Same boxes and same gradients for every trainable tensor."""
+# Each exact speed-up of the model's forward pass against the straightforward computation it replaces
+# (benchmarks/reference_forward.py), part by part and as a whole: (reference, fast) functions of the inputs.
+SPEEDUPS = {
+    # The text tower cut to the longest query, causal SDPA blocks, without autograd, against CLIP's own blocks on
+    # the text zero-padded to the context length.
+    "trim_text": (_text_encodings(reference_encode_text),
+                  lambda model, img, mask, text: model.encode_text(text[:, :CLIPVG.query_length(text)])),
+    "text_no_grad": (lambda model, img, mask, text: reference_encode_text(model, text).detach(),
+                     lambda model, img, mask, text: model.encode_text(text)),
+    # The fusion's SDPA attention (every row) against its nn.MultiheadAttention modules.
+    "sdpa_fusion": (lambda model, img, mask, text: reference_fusion(model.vl_transformer,
+                                                                    *reference_fusion_inputs(model, img, mask, text)),
+                    lambda model, img, mask, text: model.vl_transformer(*reference_fusion_inputs(model, img, mask, text))),
+    # CLIP's blocks with SDPA and the folded QuickGELU MLP, image and (untrimmed) text.
+    "sdpa_clip": (lambda model, img, mask, text: torch.cat([reference_encode_image(model, img).flatten(1),
+                                                            reference_encode_text(model, text).flatten(1)], 1),
+                  lambda model, img, mask, text: torch.cat([model.encode_image(img).flatten(1),
+                                                            model.encode_text(text).flatten(1)], 1)),
+    "all": (reference_forward, lambda model, img, mask, text: model(img, mask, text)),
+}
+
+
+@pytest.mark.parametrize("name", list(SPEEDUPS))
+def test_each_exact_speedup_equals_the_reference(tiny_model, name):
+    """Same outputs and same gradients for every trainable tensor."""
     img, mask, text = make_inputs([3, 11, 6], pad_right=(0, 24, 8), seed=3)
     text[1, 5] = 0  # a '!' (id 0) inside a query: masked, but the text tower must still run past it
     outs, grads = [], []
-    for p in (baseline, paths):
+    for fn in SPEEDUPS[name]:
         tiny_model.zero_grad(set_to_none=True)
-        out = tiny_model(img, mask, text, paths=p)
-        out.sum().backward()
+        out = fn(tiny_model, img, mask, text)
+        if out.requires_grad:
+            out.sum().backward()
         outs.append(out.detach())
         grads.append({n: q.grad.clone() for n, q in tiny_model.named_parameters() if q.grad is not None})
     tiny_model.zero_grad(set_to_none=True)
-    assert torch.allclose(outs[0], outs[1], atol=1e-5)
-    assert grads[0].keys() == grads[1].keys() and "clip.visual.positional_embedding" in grads[0]
+    assert outs[0].shape == outs[1].shape and torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert grads[0].keys() == grads[1].keys()
+    if name in ("sdpa_clip", "all"):
+        assert "clip.visual.positional_embedding" in grads[0]
     for name in grads[0]:
         assert torch.allclose(grads[0][name], grads[1][name], atol=1e-5, rtol=1e-4), name
 

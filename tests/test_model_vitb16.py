@@ -10,7 +10,7 @@ import torch
 from helpers_clip import official_key_reference
 from models import build_model, count_parameters, describe_parameters
 from models.clip_backbone import CLIP_ARCHS, make_clip
-from models.clip_vg import CLIPVG, ExactPaths
+from models.clip_vg import CLIPVG
 from utils.args import parse_args
 from utils.checkpoint import IGNORED_KEYS, compact_keys, official_layout, save_checkpoint
 
@@ -67,7 +67,7 @@ def test_other_backbones_on_the_meta_device(arch):
         n_tokens = 1 + model.grid ** 2
         assert model.encode_image(img).shape == (2, n_tokens, 4 * CLIP_ARCHS[arch]["vision_width"])
         assert model.encode_text(text).shape == (2, 77, model.hidden_dim)
-        out = model(img, mask, text, paths=ExactPaths(trim_text=False))  # trimming reads values
+        out = model(img, mask, text)  # on meta tensors the lengths stay static (trimming reads values)
         assert out.shape == (2, 4) and out.dtype == torch.float32
 
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.onednn_linear import _PACKED, OneDNNLinear, linear, onednn_available, packed_weight, uses_onednn
+from models.onednn_linear import (_PACKED, BACKEND_ENV, OneDNNLinear, autocast_weight, cpu_matmul_backend, linear,
+                                  onednn_available, packed_weight, uses_onednn)
+from utils.errors import UsageError
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN linear op")
 
@@ -58,12 +60,40 @@ def test_result_may_be_updated_in_place_under_autograd():
     torch.testing.assert_close(x.grad, 2 * w.detach().sum(0).expand(3, 5, 16), rtol=1e-5, atol=1e-5)
 
 
-def test_other_dtypes_and_the_switch_fall_back_to_f_linear():
+def test_other_dtypes_and_the_switch_fall_back_to_f_linear(monkeypatch):
     x, w, b = _inputs(False, False, False, dtype=torch.float64)
     assert not uses_onednn(x, w)
     assert torch.equal(linear(x, w, b), F.linear(x, w, b))
     x, w, b = _inputs(False, False, False)
-    assert torch.equal(linear(x, w, b, onednn=False), F.linear(x, w, b))
+    monkeypatch.setenv(BACKEND_ENV, "blas")
+    assert cpu_matmul_backend() == "blas" and not uses_onednn(x, w)
+    assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+
+
+def test_a_bad_backend_name_is_a_one_line_usage_error(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV, "mkl")
+    with pytest.raises(UsageError, match="CLIP_VG_CPU_MATMUL='mkl': expected one of onednn, blas"):
+        cpu_matmul_backend()
+
+
+@needs_onednn
+def test_autocast_leaves_the_matmuls_to_autocast():
+    x, w, b = _inputs(False, False, False)
+    assert uses_onednn(x, w)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not uses_onednn(x, w)
+        assert linear(x, w, b).dtype == torch.bfloat16
+
+
+@needs_onednn
+def test_frozen_weights_give_bitwise_the_same_input_gradient_packed_or_not():
+    x, w, b = _inputs(True, False, False)
+    upstream = torch.randn(3, 5, 24, generator=torch.Generator().manual_seed(1))
+    (linear(x, w, b) * upstream).sum().backward()
+    packed = packed_weight(w, transposed=True)
+    assert packed.is_mkldnn and packed_weight(w, transposed=True) is packed
+    plain = torch.ops.mkldnn._linear_pointwise(upstream.reshape(-1, 24), w.t(), None, "none", [], "")
+    assert torch.equal(x.grad.reshape(-1, 16), plain)
 
 
 @needs_onednn
@@ -88,3 +118,23 @@ def test_packed_copies_go_with_their_weights():
     assert len(_PACKED) == before + 1
     del w
     assert len(_PACKED) == before
+
+
+def test_under_torch_compile_the_matmuls_are_left_to_the_compiler(monkeypatch):
+    """Inductor cannot lower oneDNN's op on a weight that is not a graph constant: compiled code uses F.linear."""
+    x, w, b = _inputs(False, False, False)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert not uses_onednn(x, w)
+    assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+
+
+def test_under_autocast_frozen_weights_are_cast_once_with_autocasts_values():
+    x, w, b = _inputs(False, False, False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = autocast_weight(w)
+        assert cast.dtype == torch.bfloat16 and autocast_weight(w) is cast
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+    assert autocast_weight(w) is w  # outside autocast: the weight itself
+    trainable = w.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert autocast_weight(trainable) is trainable  # autocast caches trainable leaves itself
