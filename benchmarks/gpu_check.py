@@ -35,7 +35,7 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 import torch
 
 from benchmarks._common import emit, positive_int
-from datasets.synthetic import SyntheticConfig, generate
+from demo.synthetic import SyntheticConfig, generate
 
 GOALS = {"train_samples_per_s_per_gpu": 1000.0, "inference_samples_per_s_per_gpu": 3000.0}
 """Per-GPU throughput targets at 224 px with the data pipeline included."""

@@ -33,6 +33,7 @@ from torchvision.transforms import CenterCrop, Compose, InterpolationMode, PILTo
 from tqdm import tqdm
 
 from models.clip_vg import clip_text_blocks_sdpa
+from models.onednn_linear import matmul_backend
 from utils.io import atomic_write_bytes, write_json
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -153,10 +154,11 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
 
 def encode_text(model: CLIP, tokens: torch.Tensor) -> torch.Tensor:
     """``model.encode_text(tokens)`` on the token columns up to the batch's last end-of-text token only
-    (``clip_text_blocks_sdpa``): the features are CLIP's up to float rounding, at a fraction of the cost for short
-    captions."""
+    (``clip_text_blocks_sdpa``, its matmuls through ``F.linear``): the features are CLIP's up to float rounding, at a
+    fraction of the cost for short captions."""
     end = tokens.argmax(dim=-1)  # the end-of-text token has the largest id
-    x = model.ln_final(clip_text_blocks_sdpa(model, tokens[:, :int(end.max()) + 1], onednn=False))
+    with matmul_backend("blas"):
+        x = model.ln_final(clip_text_blocks_sdpa(model, tokens[:, :int(end.max()) + 1]))
     return x[torch.arange(x.shape[0], device=x.device), end] @ model.text_projection
 
 

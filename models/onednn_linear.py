@@ -7,7 +7,8 @@ product with its own JIT kernels. Measured per ViT-B/16 shape with 2 threads (do
 shape but the MLP's down projection (0.9x). So the backend is chosen by one deterministic rule, the same on every
 machine: oneDNN whenever PyTorch has it, unless the environment variable ``CLIP_VG_CPU_MATMUL=blas`` asks for
 ``F.linear`` (``onednn``, the default, asks for oneDNN). Results equal ``F.linear`` up to float rounding (another
-summation order), the same standard as SDPA against explicit attention.
+summation order), the same standard as SDPA against explicit attention. ``matmul_backend(name)`` overrides the
+backend for a block of code in the current thread (the demo's tiny-CLIP pretraining keeps ``F.linear``).
 
 The op has no autograd formula; ``OneDNNLinear`` supplies it: the input's gradient ``grad @ W`` through oneDNN
 too, the weight's ``grad.T @ x`` and the bias's ``grad.sum(0)`` with the usual kernels (only the small fusion
@@ -21,8 +22,10 @@ transposed one only once a gradient flows through them) and go when the weights 
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +36,7 @@ from utils.errors import UsageError
 BACKEND_ENV = "CLIP_VG_CPU_MATMUL"
 """Environment variable choosing the CPU float32 matmul backend: ``onednn`` (default) or ``blas`` (``F.linear``)."""
 BACKENDS = ("onednn", "blas")
+_SCOPED_BACKEND: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("clip_vg_cpu_matmul", default=None)
 
 
 def onednn_available() -> bool:
@@ -44,12 +48,25 @@ _AVAILABLE = onednn_available()
 
 
 def cpu_matmul_backend() -> str:
-    """The CPU float32 matmul backend: ``$CLIP_VG_CPU_MATMUL`` (``onednn`` or ``blas``), default ``onednn``;
-    ``blas`` when this PyTorch build has no oneDNN linear op."""
-    choice = os.environ.get(BACKEND_ENV, "onednn").strip().lower() or "onednn"
+    """The CPU float32 matmul backend: the one ``matmul_backend`` set for this block of code, else
+    ``$CLIP_VG_CPU_MATMUL`` (``onednn`` or ``blas``), default ``onednn``; ``blas`` when this PyTorch build has no
+    oneDNN linear op."""
+    choice = _SCOPED_BACKEND.get() or os.environ.get(BACKEND_ENV, "onednn").strip().lower() or "onednn"
     if choice not in BACKENDS:
         raise UsageError(f"{BACKEND_ENV}={choice!r}: expected one of {', '.join(BACKENDS)}")
     return choice if _AVAILABLE else "blas"
+
+
+@contextlib.contextmanager
+def matmul_backend(name: str) -> Iterator[None]:
+    """Use the CPU matmul backend ``name`` (``onednn`` or ``blas``) inside the ``with`` block, in this thread only."""
+    if name not in BACKENDS:
+        raise ValueError(f"matmul backend {name!r}: expected one of {', '.join(BACKENDS)}")
+    token = _SCOPED_BACKEND.set(name)
+    try:
+        yield
+    finally:
+        _SCOPED_BACKEND.reset(token)
 
 
 _PACKED: WeakIdKeyDictionary = WeakIdKeyDictionary()

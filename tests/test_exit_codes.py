@@ -106,7 +106,7 @@ def test_every_entry_point_exits_2_for_a_bad_command_line_and_1_for_bad_input(tm
 
 
 def test_every_entry_point_ends_through_run_cli():
-    """Run as a command, each entry point (but the curriculum drivers, W27c's) goes through ``run_cli``."""
+    """Run as a command, each entry point (but the curriculum drivers) goes through ``run_cli``."""
     for entry in sorted({case[0] for case in _cases("/tmp")} - {"curriculum.ssa", "curriculum.msa",
                                                                  "curriculum.select"}):
         path = entry if entry.endswith(".py") else entry.replace(".", "/") + ".py"

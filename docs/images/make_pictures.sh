@@ -8,13 +8,13 @@ cd "$(dirname "$0")/../.."
 mkdir -p "$work"
 # 1. a synthetic world (128 px images; bundled examples assets/examples/shapes_*.png are testB images of it)
 python -c "
-import sys; from datasets.synthetic import SyntheticConfig, generate
+import sys; from demo.synthetic import SyntheticConfig, generate
 generate(sys.argv[1] + '/data', sys.argv[1] + '/splits', SyntheticConfig(image_size=128, n_train_images=800,
          n_val_images=60, n_testA_images=60, n_testB_images=60, n_pretrain=800, min_objects=2, max_objects=3,
          object_scale=1.5, class_textures=True))" "$work"
 # 2. a tiny CLIP (64 px input, 8 px patches: an 8x8 patch grid) pretrained on the world's captions for 60 s
 python -c "
-import sys; from models.clip_pretrain import TinyClipConfig, pretrain_tiny_clip
+import sys; from demo.tiny_clip import TinyClipConfig, pretrain_tiny_clip
 pretrain_tiny_clip(sys.argv[1] + '/data/synthetic/pretrain/caption_corpus.json', sys.argv[1] + '/tiny_clip.pt',
                    image_resolution=64, config=TinyClipConfig(vision_width=64, vision_layers=2, vision_patch_size=8,
                    text_layers=1), epochs=5, max_seconds=60)" "$work"
