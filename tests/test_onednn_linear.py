@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from models.onednn_linear import (_PACKED, BACKEND_ENV, OneDNNLinear, autocast_weight, cpu_matmul_backend, linear,
-                                  onednn_available, packed_weight, uses_onednn)
+                                  matmul_backend, onednn_available, packed_weight, uses_onednn)
 from utils.errors import UsageError
 
 needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this PyTorch build has no oneDNN linear op")
@@ -138,3 +138,20 @@ def test_under_autocast_frozen_weights_are_cast_once_with_autocasts_values():
     trainable = w.detach().clone().requires_grad_()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert autocast_weight(trainable) is trainable  # autocast caches trainable leaves itself
+
+
+def test_a_scoped_backend_holds_inside_its_block_and_thread_only():
+    import threading
+
+    x, w, b = torch.randn(5, 16), torch.randn(8, 16), torch.randn(8)
+    seen = []
+    with matmul_backend("blas"):
+        assert cpu_matmul_backend() == "blas"
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))  # the BLAS product itself, bit for bit
+        other = threading.Thread(target=lambda: seen.append(cpu_matmul_backend()))
+        other.start()
+        other.join()
+    assert seen == ["onednn"] and cpu_matmul_backend() == "onednn"
+    with pytest.raises(ValueError, match="matmul backend 'mkl'"):
+        with matmul_backend("mkl"):
+            pass
