@@ -33,12 +33,9 @@ _SCRIPT_STORAGE_DTYPES = {
 
 
 def file_sha256(path: str) -> str:
-    """SHA-256 of a file's bytes (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
+    """SHA-256 of a file's bytes."""
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 class ScriptRecord:

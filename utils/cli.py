@@ -1,11 +1,4 @@
-"""How every entry point ends: the exit statuses of ``utils/errors.py``, applied in one place (``run_cli``).
-
-| exit status | meaning |
-|---|---|
-| 0 | success |
-| 1 | bad input (``InputError``) or a run that failed for a stated reason (``RunFailed``) |
-| 2 | a bad command line (``UsageError``, and argparse's own errors) |
-| 130 / 143 | stopped by SIGINT (Ctrl-C) / SIGTERM |
+"""How every entry point ends: the exit statuses tabled in ``utils/errors.py``, applied in one place (``run_cli``).
 
 The project's own errors (``CLIPVGError``) end with one line on stderr, ``error: <message>``; anything else (a
 bug, CUDA running out of memory, a failed NCCL call) keeps its full traceback. In a run of several processes each

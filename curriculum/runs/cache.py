@@ -22,11 +22,8 @@ def samples_fingerprint(samples: Sequence[Any]) -> str:
 
 def file_fingerprint(path: str) -> str:
     """SHA-1 of a file's bytes (e.g. a measurer checkpoint)."""
-    digest = hashlib.sha1()
     with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha1").hexdigest()
 
 
 def split_files_fingerprint(split_root: str, dataset: str, exclude: str) -> str:
