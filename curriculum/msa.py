@@ -40,7 +40,7 @@ from curriculum.difficulty import entity_counter, load_lexicon, order_sources
 from curriculum.reliability import plot_histogram_grid, reliability_histogram, summary_stats
 from curriculum.report import final_line, final_summary, fmt, markdown_table
 from curriculum.runs.command_line import (add_common_arguments, common_options, final_is_best_candidate, load_source,
-                                          run_entry_point, skips_final, split_argv, train_split_of, validate_common)
+                                          skips_final, split_argv, train_split_of, validate_common)
 from curriculum.runs.lock import work_dir_lock
 from curriculum.runs.state import DriverState
 from curriculum.runs.steps import RecordedRuns
@@ -306,4 +306,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_cli(main)

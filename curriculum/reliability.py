@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from utils.errors import InputError
 from utils.io import atomic_torch_save, atomic_write_bytes, write_json
 
 
@@ -208,29 +209,29 @@ def load_reliabilities(predictions_jsonl: str, samples: Optional[Sequence[Any]] 
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+                raise InputError(f"{where}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict) or "iou" not in row:
-                raise ValueError(f"{where}: expected an object with an 'iou' field")
+                raise InputError(f"{where}: expected an object with an 'iou' field")
             position = len(values)
             if row.get("index", position) != position:
-                raise ValueError(f"{where}: index {row.get('index')!r}, expected {position} (rows must be one "
+                raise InputError(f"{where}: index {row.get('index')!r}, expected {position} (rows must be one "
                                  "per sample, in split order)")
             if samples is not None and position < len(samples) and "image" in row:
                 expected = samples[position][0] if isinstance(samples[position], (tuple, list)) else None
                 if isinstance(expected, str) and os.path.basename(str(row["image"])) != os.path.basename(expected):
-                    raise ValueError(f"{where}: image {row['image']!r} but split sample {position} is "
+                    raise InputError(f"{where}: image {row['image']!r} but split sample {position} is "
                                      f"{expected!r}: the predictions belong to another split")
             try:
                 values.append(float(row["iou"]))
             except (TypeError, ValueError):
-                raise ValueError(f"{where}: iou {row['iou']!r} is not a number") from None
+                raise InputError(f"{where}: iou {row['iou']!r} is not a number") from None
     if samples is not None and len(values) != len(samples):
-        raise ValueError(f"{predictions_jsonl}: {len(values)} rows but the split has {len(samples)} samples")
+        raise InputError(f"{predictions_jsonl}: {len(values)} rows but the split has {len(samples)} samples")
     r = np.asarray(values, dtype=np.float64)
     try:
         quantize(r)
     except ValueError as exc:
-        raise ValueError(f"{predictions_jsonl}: {exc}") from None
+        raise InputError(f"{predictions_jsonl}: {exc}") from None
     return r
 
 

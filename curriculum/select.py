@@ -44,15 +44,15 @@ def _parse_threshold(text: str, name: str) -> float:
     try:
         h = float(text)
     except ValueError:
-        raise SystemExit(f"--source {name}: threshold {text!r} is not a number") from None
+        raise UsageError(f"--source {name}: threshold {text!r} is not a number") from None
     if not 0.0 <= h <= 1.0:
-        raise SystemExit(f"--source {name}: threshold {h} must be in [0, 1]")
+        raise UsageError(f"--source {name}: threshold {h} must be in [0, 1]")
     return h
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     if bool(args.source) == bool(args.merge_dir):
-        raise SystemExit("give either --source (one or more) or --merge_dir")
+        raise UsageError("give either --source (one or more) or --merge_dir")
     dataset_dir = os.path.join(args.out_dir, args.dataset)
     separate_dir = args.merge_dir or os.path.join(dataset_dir, "train_separate")
     report: Dict[str, Any] = {"dataset": args.dataset, "sources": []}
@@ -73,14 +73,10 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    try:
-        report = run(args)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+    report = run(build_parser().parse_args(argv))
     print(json.dumps(report, indent=2))
     return report
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main)

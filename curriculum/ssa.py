@@ -36,7 +36,7 @@ from curriculum import algorithm
 from curriculum.algorithm import Candidate
 from curriculum.report import final_line, final_summary, fmt, markdown_table
 from curriculum.runs.command_line import (add_common_arguments, common_options, final_is_best_candidate, load_source,
-                                          run_entry_point, skips_final, split_argv, train_split_of, validate_common)
+                                          skips_final, split_argv, train_split_of, validate_common)
 from curriculum.runs.lock import work_dir_lock
 from curriculum.runs.state import DriverState
 from curriculum.runs.steps import RecordedRuns
@@ -177,4 +177,4 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_cli(main)

@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from curriculum.reliability import select, threshold_units
 from datasets.records import check_layout, load_split_file, split_path
+from utils.errors import InputError
 from utils.io import atomic_torch_save
 
 
@@ -68,11 +69,11 @@ def separate_files(separate_dir: str, dataset: str) -> List[Tuple[int, str, str]
     found: Dict[int, Tuple[int, str, str]] = {}
     for entry in list_separate(separate_dir, dataset):
         if entry[0] in found:
-            raise ValueError(f"{separate_dir}: two files with order number {entry[0]}: "
+            raise InputError(f"{separate_dir}: two files with order number {entry[0]}: "
                              f"{os.path.basename(found[entry[0]][2])} and {os.path.basename(entry[2])}")
         found[entry[0]] = entry
     if not found:
-        raise FileNotFoundError(f"{separate_dir}: no files named {{order}}_{dataset}_train_pseudo_{{source}}_{{h}}.pth")
+        raise InputError(f"{separate_dir}: no files named {{order}}_{dataset}_train_pseudo_{{source}}_{{h}}.pth")
     return [found[k] for k in sorted(found)]
 
 
@@ -105,7 +106,7 @@ def link_other_splits(original_split_root: str, dataset: str, out_split_root: st
     into ``out_split_root/{dataset}/``; returns the linked split names."""
     src_dir = os.path.join(original_split_root, dataset)
     if not os.path.isdir(src_dir):
-        raise FileNotFoundError(f"--split_root {original_split_root}: no folder {dataset}/ for dataset {dataset}")
+        raise InputError(f"--split_root {original_split_root}: no folder {dataset}/ for dataset {dataset}")
     dst_dir = os.path.join(out_split_root, dataset)
     os.makedirs(dst_dir, exist_ok=True)
     skip = {f"{dataset}_{s}.pth" for s in exclude}

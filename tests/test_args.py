@@ -50,3 +50,10 @@ def test_another_scripts_own_flag_is_refused_with_its_name(script, flag):
     value = [] if flag in ("--overwrite", "--cache_images") else ["x" if flag != "--max_steps" else "3"]
     with pytest.raises(UsageError, match=f"^{flag} is not an option of this script"):
         parse_args(script, [flag, *value])
+
+
+def test_the_reliability_script_takes_the_training_arguments_the_curriculum_drivers_pass_it():
+    args = parse_args("reliability", ["--lr_per_step", "--lr_scheduler", "cosine", "--no-aug_color",
+                                      "--val_interval_steps", "250", "--max_steps", "9"])
+    assert args.lr_per_step and not args.aug_color and args.max_steps == 9
+    assert "--lr_per_step" not in _help("reliability")

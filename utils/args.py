@@ -66,6 +66,9 @@ SCRIPT_FLAGS = {
     "inference": frozenset(f"{_MODEL} eval_model image query out batch_file attention attention_layer".split()),
 }
 """The flags each script uses: shown in its ``--help``; official ones outside it are accepted but hidden."""
+HIDDEN_EXTRA_FLAGS = {"reliability": SCRIPT_FLAGS["train"]}
+"""Flags a script accepts, hidden, besides its own and the official ones: the curriculum drivers pass the training
+arguments to the reliability script too (the model-shaping settings must match), training-only ones included."""
 
 SCRIPT_DEFAULTS = {
     "train": dict(batch_size=8, num_workers=8, eval_set="test", prompt=""),
@@ -272,7 +275,8 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     args = get_args_parser(script).parse_args(argv)
     args.no_op_flags = warn_no_op_flags(argv)
     args.given_flags = sorted(given_flags(argv))
-    foreign = sorted(set(args.given_flags) - SCRIPT_FLAGS[script] - OFFICIAL_FLAGS)
+    foreign = sorted(set(args.given_flags) - SCRIPT_FLAGS[script] - OFFICIAL_FLAGS
+                     - HIDDEN_EXTRA_FLAGS.get(script, frozenset()))
     if foreign:
         raise UsageError(f"--{foreign[0]} is not an option of this script (see --help)")
     if args.max_query_len < 2 or args.max_query_len > 77:
