@@ -56,4 +56,5 @@ def test_the_reliability_script_takes_the_training_arguments_the_curriculum_driv
     args = parse_args("reliability", ["--lr_per_step", "--lr_scheduler", "cosine", "--no-aug_color",
                                       "--val_interval_steps", "250", "--max_steps", "9"])
     assert args.lr_per_step and not args.aug_color and args.max_steps == 9
+    assert not parse_args("train", ["--no-aug_color", "--no-skip_bad_samples"]).skip_bad_samples
     assert "--lr_per_step" not in _help("reliability")

@@ -275,8 +275,9 @@ def parse_args(script: str, argv: Sequence[str] | None) -> argparse.Namespace:
     args = get_args_parser(script).parse_args(argv)
     args.no_op_flags = warn_no_op_flags(argv)
     args.given_flags = sorted(given_flags(argv))
-    foreign = sorted(set(args.given_flags) - SCRIPT_FLAGS[script] - OFFICIAL_FLAGS
-                     - HIDDEN_EXTRA_FLAGS.get(script, frozenset()))
+    accepted = SCRIPT_FLAGS[script] | OFFICIAL_FLAGS | HIDDEN_EXTRA_FLAGS.get(script, frozenset())
+    # --no-X is the negative form of a boolean flag X (argparse.BooleanOptionalAction)
+    foreign = sorted(f for f in args.given_flags if f not in accepted and f.removeprefix("no_") not in accepted)
     if foreign:
         raise UsageError(f"--{foreign[0]} is not an option of this script (see --help)")
     if args.max_query_len < 2 or args.max_query_len > 77:
