@@ -48,6 +48,7 @@ from curriculum.search import SearchResult
 from curriculum.subset_files import (link_other_splits, list_separate, merge_separate_dir, separate_name, threshold_tag,
                                      write_separate)
 from datasets.records import LAYOUTS, check_dataset_name, split_path
+from utils.cli import run_cli
 from utils.io import atomic_write_text, write_json
 
 

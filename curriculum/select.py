@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any, Dict, Optional, Sequence
 
 from curriculum.reliability import load_reliabilities
 from curriculum.subset_files import link_other_splits, merge_separate_dir, write_separate
 from datasets.records import load_split_file, split_path
+from utils.cli import run_cli
+from utils.errors import UsageError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,7 @@ from curriculum.runs.steps import RecordedRuns
 from curriculum.search import SearchResult
 from curriculum.subset_files import prepare_split_root, threshold_tag
 from datasets.records import split_path
+from utils.cli import run_cli
 from utils.io import atomic_write_text, write_json
 
 

@@ -99,7 +99,7 @@ def autocast_weight(weight: torch.Tensor) -> torch.Tensor:
     itself caches only the casts of trainable leaves, so it would cast CLIP's frozen weights at every call: about
     as long as the bf16 matmul itself on the CPU); else ``weight``. The values are autocast's own cast."""
     device = weight.device.type
-    if (weight.requires_grad or weight.dtype != torch.float32 or not torch.is_autocast_enabled(device)
+    if (weight.requires_grad or weight.dtype != torch.float32 or weight.is_meta or not torch.is_autocast_enabled(device)
             or torch.compiler.is_compiling()):
         return weight
     dtype = torch.get_autocast_dtype(device)

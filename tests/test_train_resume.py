@@ -9,7 +9,7 @@ import torch
 
 import train_clip_vg
 from helpers_world import common_args, make_world
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import canonical_state_dict, load_checkpoint
 
 OFFICIAL_EXTRA_LR = 1e-5  # the official optimizer's 3 empty groups (lr_bert, lr_visu_cnn, lr_visu_tra)
 
@@ -77,7 +77,9 @@ def write_official_checkpoint(ours_path, path):
 
 
 def trainable(path):
-    model = load_checkpoint(path)["model"]
+    """What training changes, by this model's keys (a run resumed from an official checkpoint takes its CLIP from it
+    and so writes full checkpoints, official aliases and visu_proj included: ``canonical_state_dict`` maps them)."""
+    model, _ = canonical_state_dict(load_checkpoint(path)["model"])
     return {k: v for k, v in model.items() if not k.startswith("clip.") or k == "clip.visual.positional_embedding"}
 
 
