@@ -73,14 +73,11 @@ def _module(entry: str):
 
 
 def _exit_status(entry: str, flags: list, capsys) -> tuple:
-    """(exit status, stdout, stderr) of ``entry`` run as its command does: through ``run_cli`` for every entry point
-    but the curriculum drivers (which end with their own ``SystemExit``; a message exits 1, as Python does)."""
+    """(exit status, stdout, stderr) of ``entry`` run as its command does: through ``run_cli`` (a ``SystemExit``
+    with a message exits 1, as Python does)."""
     main = _module(entry).main
     with pytest.raises(SystemExit) as info:
-        if entry.startswith("curriculum."):
-            main(flags)
-        else:
-            run_cli(lambda: main(flags))
+        run_cli(lambda: main(flags))
     code = info.value.code
     out, err = capsys.readouterr()
     if isinstance(code, str):
@@ -106,9 +103,8 @@ def test_every_entry_point_exits_2_for_a_bad_command_line_and_1_for_bad_input(tm
 
 
 def test_every_entry_point_ends_through_run_cli():
-    """Run as a command, each entry point (but the curriculum drivers) goes through ``run_cli``."""
-    for entry in sorted({case[0] for case in _cases("/tmp")} - {"curriculum.ssa", "curriculum.msa",
-                                                                 "curriculum.select"}):
+    """Run as a command, each entry point goes through ``run_cli``."""
+    for entry in sorted({case[0] for case in _cases("/tmp")}):
         path = entry if entry.endswith(".py") else entry.replace(".", "/") + ".py"
         with open(os.path.join(ROOT, path)) as fh:
             assert fh.read().rstrip().endswith('if __name__ == "__main__":\n    run_cli(main)'), path
