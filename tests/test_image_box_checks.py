@@ -22,7 +22,7 @@ from pseudo_label_generation_module.relation import RelationConfig, image_relati
 from test_data import ROWS, make_args, make_dataset, sample, write_split
 from utils.box_ops import box_placement, cxcywh_to_xyxy
 
-OUTSIDE = ("a.jpg", (500, 500, 550, 550), "far away")  # the issue's [500, 500, 50, 50] (xywh) on an 80x60 image
+OUTSIDE = ("a.jpg", (500, 500, 550, 550), "far away")  # [500, 500, 50, 50] (xywh) on an 80x60 image
 STICKS_OUT = ("b.png", (40, 30, 100, 90), "partly out")  # 80x60 image: clipped to (40, 30, 80, 60)
 
 

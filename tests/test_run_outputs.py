@@ -209,7 +209,7 @@ def test_training_run_skips_a_box_outside_its_image_and_prints_the_count(world, 
     path = splits / "synthetic" / "synthetic_train_pseudo.pth"
     samples = torch.load(path, weights_only=True)
     image, extra, _, query, extra2 = samples[3]
-    samples[3] = (image, extra, [500.0, 500.0, 50.0, 50.0], query, extra2)  # the box, on a 64 px image
+    samples[3] = (image, extra, [500.0, 500.0, 50.0, 50.0], query, extra2)  # a box far outside a 64 px image
     torch.save(samples, path)
     argv = common_args(world, tmp_path / "run", *RUN)
     argv[argv.index("--split_root") + 1] = str(splits)
