@@ -10,6 +10,7 @@ from curriculum.reliability import select
 from curriculum.subset_files import (merge_separate_dir, prepare_split_root, separate_files, separate_name,
                                      threshold_tag, union, write_separate)
 from datasets.records import load_split_file
+from utils.errors import UsageError
 
 
 def _five(prefix, n):
@@ -100,6 +101,6 @@ def test_select_cli_writes_separate_files_merge_and_links(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["sources"][0]["selected"] == 2
     merged_again = select_cli.main(["--dataset", "unc", "--out_dir", str(tmp_path / "out2"), "--merge_dir", str(sep)])
     assert merged_again["merged"]["samples"] == 5
-    with pytest.raises(SystemExit, match="threshold"):
+    with pytest.raises(UsageError, match="threshold 1.5 must be in"):
         select_cli.main(["--dataset", "unc", "--out_dir", str(out), "--source", "t", str(tmp_path / "a.pth"),
                          str(tmp_path / "a.jsonl"), "1.5"])
