@@ -3,7 +3,11 @@
 --attention picture) and ``web_page.png`` (app.py after grounding an example), the pages rendered by Debian's
 headless Chromium through Playwright. Each PNG is palette-quantised to stay small.
 
-    python docs/images/screenshot.py --eval_model CKPT --report REPORT.html --attention ATT.png --out docs/images
+    python docs/images/screenshot.py --eval_model CKPT --report REPORT.html --attention ATT.png --out docs/images \
+        [--upload IMG --query TEXT]
+
+The page grounds ``--query`` in the uploaded ``--upload`` image, or by default "the red square over the star" in the
+bundled example ``shapes_2.png``.
 """
 from __future__ import annotations
 
@@ -38,6 +42,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--attention", required=True, help="an inference.py --attention picture")
     p.add_argument("--out", required=True)
     p.add_argument("--chromium", default="/usr/bin/chromium")
+    p.add_argument("--upload", help="an image to upload on the page (default: pick the bundled shapes_2.png)")
+    p.add_argument("--query", default="the red square over the star")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -63,8 +69,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             gallery = page.locator(".gallery").first
             small_png(gallery.screenshot(), os.path.join(args.out, "report_gallery.png"))
             page.goto(url)
-            page.check("input[value='shapes_2.png']")
-            page.fill("#query", "the red square over the star")
+            if args.upload:
+                page.set_input_files("#upload", args.upload)
+            else:
+                page.check("input[value='shapes_2.png']")
+            page.fill("#query", args.query)
             page.click("#submit")
             page.wait_for_selector("#box")
             small_png(page.screenshot(full_page=True), os.path.join(args.out, "web_page.png"))
