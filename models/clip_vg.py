@@ -1,5 +1,5 @@
 """CLIPVG: multi-layer CLIP visual features + per-token CLIP text features, fused by a transformer with a [REG]
-token whose output is regressed to the box (SPEC §1, the official "ML_CLIP_VG" model).
+token whose output is regressed to the box (docs/method.md#model, the official "ML_CLIP_VG" model).
 
 State-dict keys follow the official layout (``clip.*``, ``text_proj``, ``reg_token``, ``vl_pos_embed``,
 ``vl_transformer.encoder.layers.N.*``, ``bbox_embed.layers.N.*``, ``ml_visu_proj``); the official unused

@@ -1,4 +1,4 @@
-"""The vision-language fusion encoder: DETR-style post-norm transformer encoder layers (SPEC §1).
+"""The vision-language fusion encoder: DETR-style post-norm transformer encoder layers (docs/method.md#model).
 
 Each layer: ``q = k = src + pos``, ``v = src``; self-attention -> dropout -> residual -> LayerNorm; Linear ->
 ReLU -> dropout -> Linear -> dropout -> residual -> LayerNorm. No final LayerNorm. Tensors are batch-first
