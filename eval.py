@@ -20,7 +20,7 @@ from models import build_model_from_checkpoint, describe_parameters
 from utils.cli import run_cli
 from utils.checkpoint import load_checkpoint, load_model_state
 from utils.errors import InputError, UsageError
-from utils.io import check_writable_file, write_jsonl
+from utils.io import check_writable_dir, check_writable_file, write_jsonl
 from utils.misc import broadcast_object, get_rank, is_main_process, seed_everything
 from utils.report import GalleryItem, extremes, gallery_items, grounding_metrics, metric_tables, write_report
 from utils.run_setup import (adopt_checkpoint_settings, append_log_line, prepare_output_dir,
@@ -36,16 +36,18 @@ def evaluate_split(args: argparse.Namespace, data_cache: Optional[DataCache] = N
         raise UsageError("--eval_model is required: the checkpoint to evaluate")
     checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
     prepare_output_dir(args.output_dir)
-    if args.save_predictions:
-        error = None
-        if is_main_process():  # the rank that writes it checks it; every rank stops
-            try:
+    error = None
+    if is_main_process():  # the rank that writes the outputs checks them before any work; every rank stops
+        try:
+            if args.save_predictions:
                 check_writable_file(args.save_predictions, "--save_predictions")
-            except InputError as exc:
-                error = str(exc)
-        error = broadcast_object(error)
-        if error:
-            raise InputError(error)
+            if args.report:
+                check_writable_dir(args.report, "--report")
+        except InputError as exc:
+            error = str(exc)
+    error = broadcast_object(error)
+    if error:
+        raise InputError(error)
     ckpt = load_checkpoint(checkpoint_path)
     adopt_checkpoint_settings(args, ckpt)
     dataset = build_dataset(args.eval_set, args, train=False, cache=data_cache)

@@ -88,7 +88,7 @@ def load_items(args: argparse.Namespace) -> Tuple[List[Dict[str, str]], List[str
         kept, skipped = [], []
         for i, item in enumerate(items):
             if not isinstance(item, dict) or not item.get("image") or "query" not in item:
-                raise InputError(f"{where}: item {i} needs non-empty 'image' and 'query'")
+                raise InputError(f"{where}: item {i} needs a non-empty 'image' and a 'query'")
             if not os.path.isfile(item["image"]):
                 raise InputError(f"{where}: item {i}: image {item['image']} does not exist")
             _check_out(item.get("out"), f"{where}: item {i}: out")
@@ -110,6 +110,8 @@ def load_items(args: argparse.Namespace) -> Tuple[List[Dict[str, str]], List[str
     if not os.path.isfile(args.image):
         raise InputError(f"--image {args.image}: no such image file")
     _check_out(args.out, "--out")
+    if args.attention:
+        check_writable_file(args.attention, "--attention")
     if args.attention and os.path.splitext(args.attention)[1].lower() != ".png":
         raise UsageError(f"--attention {args.attention}: the attention picture is a PNG; name it *.png")
     return [{"image": args.image, "query": args.query, "out": args.out}], []

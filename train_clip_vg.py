@@ -185,6 +185,9 @@ def run(args: argparse.Namespace, data_cache: Optional[DataCache] = None) -> Dic
     retrain = resolve_checkpoint_path(args.retrain, out_dir, "--retrain")
     if args.eval and not resume:
         raise UsageError("--eval validates the --resume checkpoint: give --resume PATH")
+    if args.overwrite and retrain and os.path.dirname(os.path.abspath(retrain)) == out_dir:
+        raise UsageError(f"--overwrite would delete --retrain {args.retrain}, which lies in --output_dir {out_dir}: "
+                         "copy it elsewhere first, or give another --output_dir")
     if not args.eval:
         claim_output_dir(out_dir, args.resume, resume, args.overwrite)
 

@@ -1,6 +1,6 @@
 """Model builders: ``build_model(args)`` (CLIP from ``--model``) and ``build_model_from_checkpoint(ckpt, args)``
 (CLIP from the checkpoint: its own tensors, or the source a compact checkpoint records, hash-checked; a recorded
-source never makes the loader open a file path the checkpoint names)."""
+source opens no file path the checkpoint names, but a local CLIP file whose bytes still have the recorded SHA-256)."""
 from __future__ import annotations
 
 import argparse
@@ -51,7 +51,7 @@ def clip_from_source(record: Mapping[str, Any], args: argparse.Namespace, where:
         clip_model, used, fallback_record = backbone.rebuild_clip(record, download_root, args.imsize), spec, None
     except backbone.ClipWeightsNotFound as exc:
         fallback = getattr(args, "model", None)
-        if not fallback or "model" not in getattr(args, "given_flags", ("model",)):
+        if not fallback or fallback == spec or "model" not in getattr(args, "given_flags", ("model",)):
             raise backbone.ClipWeightsNotFound(
                 f"{where}: a compact checkpoint; it needs the CLIP weights it was trained with, "
                 f"{backbone.describe_source(record)} (sha256 {str(want)[:16]}), which are not available: {exc}. "

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.errors import UsageError
+
 
 @dataclass
 class RegAttentionMap:
@@ -80,7 +82,7 @@ class RegAttention:
     def __init__(self, model: nn.Module, layer: int = -1) -> None:
         layers = model.vl_transformer.encoder.layers
         if not -len(layers) <= layer < len(layers):
-            raise ValueError(f"--attention_layer {layer}: the model has {len(layers)} fusion layers "
+            raise UsageError(f"--attention_layer {layer}: the model has {len(layers)} fusion layers "
                              f"(0..{len(layers) - 1}, or -1 for the last)")
         self.model = model
         self.layer = layers[layer]

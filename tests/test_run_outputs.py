@@ -186,6 +186,36 @@ def test_inference_out_unwritable_fails_before_work(world, tmp_path, monkeypatch
                         "--device", "cpu"])
 
 
+def test_eval_report_folder_unwritable_fails_before_work(world, tmp_path, monkeypatch):
+    monkeypatch.setattr(eval_script, "load_checkpoint", fail_if_called)
+    checkpoint = os.path.join(world["finished"], "best_checkpoint.pth")
+    target = blocked(tmp_path, "report")
+    with pytest.raises(InputError, match=f"^--report {target}: "):
+        eval_script.main(common_args(world, tmp_path / "eval", "--eval_model", checkpoint, "--eval_set", "val",
+                                     "--report", target))
+
+
+def test_inference_attention_unwritable_fails_before_work(world, tmp_path, monkeypatch):
+    image = os.path.join(world["data"], "synthetic", "images", sorted(os.listdir(
+        os.path.join(world["data"], "synthetic", "images")))[0])
+    checkpoint = random_checkpoint(world, str(tmp_path / "m.pth"))
+    monkeypatch.setattr(inference, "load_checkpoint", fail_if_called)
+    target = blocked(tmp_path, "att.png")
+    with pytest.raises(InputError, match=f"--attention {target}: cannot write it"):
+        inference.main(["--eval_model", checkpoint, "--image", image, "--query", "a red circle", "--attention",
+                        target, "--device", "cpu"])
+
+
+def test_overwrite_never_deletes_the_checkpoint_retrain_starts_from(world, tmp_path, monkeypatch):
+    out = copy_run(world, str(tmp_path / "run"))
+    before = digests(out)
+    monkeypatch.setattr(train_clip_vg, "build_dataset", fail_if_called)
+    best = os.path.join(out, "best_checkpoint.pth")
+    with pytest.raises(UsageError, match="--overwrite would delete --retrain"):
+        train_clip_vg.main(common_args(world, out, *RUN, "--retrain", best, "--overwrite"))
+    assert digests(out) == before
+
+
 @pytest.mark.parametrize("module, reader", [(template, "load_detections"), (relation, "load_scene_graphs"),
                                             (caption, "load_detections")])
 def test_pseudo_label_output_unwritable_fails_before_work(tmp_path, monkeypatch, module, reader):

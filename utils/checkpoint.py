@@ -6,8 +6,9 @@ A checkpoint is a dict: ``model`` (state dict in the official key layout), ``opt
 
 - **compact** (default): ``model`` holds only what training changes (every tensor outside the frozen CLIP, plus
   ``clip.visual.positional_embedding``); CLIP is rebuilt from ``clip_source`` (a random seed, a CLIP name, a hub
-  repository at its recorded commit; a local file only when the user passes it as ``--model``: a record never
-  makes the loader open a path) and checked against its hash. A model whose CLIP came from another checkpoint's
+  repository at its recorded commit; a recorded local file only while its bytes still have the recorded SHA-256,
+  else the one the user passes as ``--model``: a record never makes the loader open any other path) and checked
+  against its hash. A model whose CLIP came from another checkpoint's
   tensors is always saved full.
   A ViT-B/16 model-only compact checkpoint is ~86 MB (the ``best_checkpoint.pth`` the train script writes holds no
   optimizer state; ``checkpoint.pth`` adds the AdamW moments to resume).
@@ -162,7 +163,7 @@ def plain_args(args: Any) -> Optional[argparse.Namespace]:
 
 def _rebuildable(source: Mapping[str, Any]) -> bool:
     """Whether a compact checkpoint could rebuild CLIP from ``source``: not when CLIP came from a checkpoint's own
-    tensors, since a checkpoint's record never makes the loader open a file it names."""
+    tensors, since a record never makes the loader open another checkpoint file."""
     spec = source.get("spec") or ""
     return bool(spec) and not spec.startswith(CHECKPOINT_SPEC_PREFIX)
 
