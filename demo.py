@@ -3,9 +3,8 @@
     python demo.py --output_dir demo_out            # the full preset
     python demo.py --output_dir demo_out --preset quick   # a smoke run of every stage (the test suite's)
 """
-import sys
-
 from demo.pipeline import main
+from utils.cli import run_cli
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_cli(main)

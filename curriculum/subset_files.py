@@ -33,7 +33,7 @@ def separate_name(order: int, dataset: str, source: str, h: float) -> str:
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"order {order!r}: must be a positive integer")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9+\-]*", source):
-        raise ValueError(f"source name {source!r}: use letters, digits, '+' or '-' (no '_', which separates "
+        raise InputError(f"source name {source!r}: use letters, digits, '+' or '-' (no '_', which separates "
                          "the parts of train_separate file names)")
     return f"{order}_{dataset}_train_pseudo_{source}_{threshold_tag(h)}.pth"
 

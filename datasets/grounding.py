@@ -121,7 +121,7 @@ class GroundingDataset(Dataset):
     ``records_by_index`` maps that position to the record. Bad samples (``BadSampleError``) are dropped with one
     printed line when ``skip_bad`` (training), and raise naming the first and the count otherwise (evaluation).
     Every distinct image file must exist: the constructor checks them all (``os.path.exists``) and raises
-    ``FileNotFoundError`` naming the first missing one.
+    ``InputError`` naming the first missing one.
 
     ``cache``: where the query tokens and, with ``cache_images``, the decoded images (augmenting transform) or the
     transformed canvases (deterministic transform) are kept; a fresh one of its own when not given.

@@ -18,6 +18,7 @@ from demo.synthetic import (CLASSES, COLOURS, FAMILIES, KINDS, SPLITS, Expressio
 from demo.synthetic import world as world_writer
 from demo.synthetic.cli import main
 from utils.args import parse_args
+from utils.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = SyntheticConfig(seed=3, n_train_images=6, n_val_images=3, n_testA_images=3, n_testB_images=3, n_pretrain=4)
@@ -372,9 +373,9 @@ def test_cli_matches_the_library_and_rejects_bad_values(tmp_path, capsys):
     _, paths = make(tmp_path, "lib")
     cli_paths = output_paths(str(cli_root / "data"), str(cli_root / "splits"))
     assert output_files(cli_paths) == output_files(paths)
-    with pytest.raises(SystemExit, match="miss_rate"):
+    with pytest.raises(UsageError, match="miss_rate"):
         main(["--data_root", str(tmp_path / "x"), "--split_root", str(tmp_path / "y"), "--miss_rate", "1.5"])
-    with pytest.raises(SystemExit, match="--workers 0"):
+    with pytest.raises(UsageError, match="--workers 0"):
         main(["--data_root", str(tmp_path / "x"), "--split_root", str(tmp_path / "y"), "--workers", "0"])
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from curriculum.runs.launchers import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT, ScoreLauncher, TrainLauncher
 from curriculum.runs.processes import INPROCESS
 from datasets.cache import DataCache
 from datasets.records import load_split_file, parse_records
-from utils.errors import CLIPVGError, InputError
+from utils.errors import InputError
 from utils.args import SCRIPT_DEFAULTS, given_flags
 
 PUBLISHED_EPOCHS = 110
@@ -232,13 +231,3 @@ def make_launchers(args: argparse.Namespace, train_args: Sequence[str]
                           echo=echo, run_cache=args.run_cache, data_cache=data_cache)
     return train, candidate, score
 
-
-def run_entry_point(main: Callable[[], Any]) -> None:
-    """Run a driver's ``main`` as ``python -m``: SIGTERM exits through Python (SystemExit), so a running run is
-    stopped and the work-folder lock released; the project's own errors are one line, ``error: <message>``."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        main()
-    except CLIPVGError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None

@@ -39,6 +39,7 @@ from curriculum.runs.outputs import RUN_RECORD, read_record, score_result, train
 from curriculum.runs.processes import INPROCESS, call_main, launcher_prefix, log_tail, process_alive, spawn_streaming
 from curriculum.subset_files import prepare_split_root
 from datasets.cache import DataCache
+from utils.errors import RunFailed
 from utils.io import write_json
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,8 +51,8 @@ ONE_PROCESS = "<one process>"
 """How a run cache identity writes a single-process launcher (in this process or a plain interpreter)."""
 
 
-class RunFailedError(RuntimeError):
-    """A launched command failed or left no complete result."""
+class RunFailedError(RunFailed):
+    """A launched command failed or left no complete result (one line at the command line, exit status 1)."""
 
 
 def _now() -> str:

@@ -1,6 +1,5 @@
 """``python -m demo.synthetic ...``: see ``demo.synthetic.cli``."""
-import sys
-
 from demo.synthetic.cli import main
+from utils.cli import run_cli
 
-main(sys.argv[1:])
+run_cli(main)

@@ -8,6 +8,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from demo.synthetic.config import KINDS, SyntheticConfig
 from demo.synthetic.world import generate
+from utils.errors import UsageError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,9 +38,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     try:
         config = SyntheticConfig(**fields)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
+        raise UsageError(str(e)) from None
     if args.workers is not None and args.workers < 1:
-        raise SystemExit(f"error: --workers {args.workers}: must be at least 1")
+        raise UsageError(f"--workers {args.workers}: must be at least 1")
     summary = generate(args.data_root, args.split_root, config, force=args.force, workers=args.workers)
     print(json.dumps(summary, indent=2))
     return summary
