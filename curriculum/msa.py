@@ -49,6 +49,7 @@ from curriculum.subset_files import (link_other_splits, list_separate, merge_sep
                                      write_separate)
 from datasets.records import LAYOUTS, check_dataset_name, split_path
 from utils.cli import run_cli
+from utils.errors import InputError, RunFailed, UsageError
 from utils.io import atomic_write_text, write_json
 
 
@@ -73,16 +74,16 @@ def parse_pairs(text: str, flag: str) -> Dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, sep, path = item.partition(":")
         if not sep or not name or not path:
-            raise SystemExit(f"{flag}: {item!r} is not name:path")
+            raise UsageError(f"{flag}: {item!r} is not name:path")
         if name in pairs:
-            raise SystemExit(f"{flag}: source {name!r} given twice")
+            raise UsageError(f"{flag}: source {name!r} given twice")
         try:
             separate_name(1, "d", name, 0.5)
         except ValueError as exc:
-            raise SystemExit(f"{flag}: {exc}") from None
+            raise UsageError(f"{flag}: {exc}") from None
         pairs[name] = os.path.abspath(path)
     if not pairs:
-        raise SystemExit(f"{flag}: no name:path pairs given")
+        raise UsageError(f"{flag}: no name:path pairs given")
     return pairs
 
 
@@ -107,7 +108,7 @@ class MSARuns(RecordedRuns):
         name = f"measurer_{source}"
         if source in self.given:
             if not os.path.isfile(self.given[source]):
-                raise SystemExit(f"--measurers {source}: {self.given[source]} is not a file")
+                raise InputError(f"--measurers {source}: {self.given[source]} is not a file")
             checkpoint = self.given_measurer(name, self.given[source], source=source)
         else:
             record = self.train_step(name, samples, "measurer", {"source": source, "n_samples": len(samples)})
@@ -146,12 +147,12 @@ def source_order(args: argparse.Namespace, samples: Dict[str, List[Any]]) -> Dic
     if args.order:
         order = [name.strip() for name in args.order.split(",")]
         if sorted(order) != sorted(samples):
-            raise SystemExit(f"--order {args.order}: must list each of {', '.join(samples)} once")
+            raise UsageError(f"--order {args.order}: must list each of {', '.join(samples)} once")
         return {name: None for name in order}
     try:
         counter = entity_counter(load_lexicon(args.entity_vocab))
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"--entity_vocab {args.entity_vocab}: {exc}") from None
+        raise InputError(f"--entity_vocab {args.entity_vocab}: {exc}") from None
     query = LAYOUTS[args.dataset].query_field
     return dict(order_sources({n: [str(s[query]) for s in items] for n, items in samples.items()}, counter))
 
@@ -168,12 +169,12 @@ def _options(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     try:
         check_dataset_name(args.dataset)
     except ValueError as exc:
-        raise SystemExit(f"--dataset: {exc}") from None
+        raise UsageError(f"--dataset: {exc}") from None
     paths = parse_pairs(args.sources, "--sources")
     given = parse_pairs(args.measurers, "--measurers") if args.measurers else {}
     unknown = sorted(set(given) - set(paths))
     if unknown:
-        raise SystemExit(f"--measurers: {', '.join(unknown)} not among --sources {', '.join(paths)}")
+        raise UsageError(f"--measurers: {', '.join(unknown)} not among --sources {', '.join(paths)}")
     return {**common_options(args, train_args), "sources": paths, "order": args.order,
             "entity_vocab": os.path.abspath(args.entity_vocab) if args.entity_vocab else None,
             "measurers": given, "source_specific_only": args.source_specific_only}
@@ -211,7 +212,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
             print(f"[msa] step {step.step}: {step.source} with measurer {step.measurer}, h* = {step.h_star:g}, "
                   f"+{len(step.new)} samples (val accuracy {step.accuracy:.4f})", flush=True)
     except algorithm.NoFeasibleThreshold as exc:
-        raise SystemExit(f"step {exc.step} ({exc.source}): no feasible threshold for any measurer (--min_samples "
+        raise RunFailed(f"step {exc.step} ({exc.source}): no feasible threshold for any measurer (--min_samples "
                          f"{args.min_samples})") from None
 
     if final_is_best_candidate(args):

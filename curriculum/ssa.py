@@ -44,6 +44,7 @@ from curriculum.search import SearchResult
 from curriculum.subset_files import prepare_split_root, threshold_tag
 from datasets.records import split_path
 from utils.cli import run_cli
+from utils.errors import InputError, RunFailed
 from utils.io import atomic_write_text, write_json
 
 
@@ -76,7 +77,7 @@ class SSARuns(RecordedRuns):
         if self.args.measurer:
             measurer = os.path.abspath(self.args.measurer)
             if not os.path.isfile(measurer):
-                raise SystemExit(f"--measurer {self.args.measurer}: no such checkpoint")
+                raise InputError(f"--measurer {self.args.measurer}: no such checkpoint")
             self.checkpoint = self.given_measurer("measurer", measurer)
         else:
             record = self.train_step("measurer", samples, "measurer", {"n_samples": len(samples)})
@@ -130,7 +131,7 @@ def _run(args: argparse.Namespace, train_args: List[str]) -> Dict[str, Any]:
     try:
         chosen = algorithm.ssa(source, runs)
     except algorithm.NoFeasibleThreshold:
-        raise SystemExit(f"no feasible threshold: every candidate selected fewer than --min_samples "
+        raise RunFailed(f"no feasible threshold: every candidate selected fewer than --min_samples "
                          f"{args.min_samples} samples") from None
     found, h_star = chosen.searches[chosen.measurer], chosen.h_star
 

@@ -35,7 +35,7 @@ from curriculum.runs.state import DriverState
 from curriculum.search import SearchResult, greedy_threshold_search
 from curriculum.subset_files import threshold_tag
 from datasets.records import load_split_file
-from utils.errors import InputError
+from utils.errors import InputError, UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -443,7 +443,7 @@ def test_min_gain_is_passed_to_the_search_and_recorded(world):
     assert load_split_file(result["selected_split"]) == chosen
     assert len(result["candidates"]) == 3
     assert json.load(open(world / "ssa" / "ssa_state.json"))["options"]["min_gain"] == 0.005
-    with pytest.raises(SystemExit, match="--min_gain 1.0"):
+    with pytest.raises(UsageError, match="--min_gain 1.0"):
         ssa.main(common_argv(world, "ssa", "--min_gain", "1.0"))
 
 
@@ -460,9 +460,9 @@ def test_ssa_with_a_given_measurer_trains_none(world):
 
 
 def test_ssa_refuses_flags_it_controls(world):
-    with pytest.raises(SystemExit, match="--candidate_epochs"):
+    with pytest.raises(UsageError, match="--candidate_epochs"):
         ssa.main(common_argv(world, "ssa", train_args=("--epochs", "5")))
-    with pytest.raises(SystemExit, match="--output_dir"):
+    with pytest.raises(UsageError, match="--output_dir"):
         ssa.main(common_argv(world, "ssa", train_args=("--output_dir=x",)))
 
 
@@ -581,9 +581,9 @@ def test_update_budget_gives_every_run_exactly_that_many_steps(world):
         assert command[command.index("--max_steps") + 1] == "30"
     assert len({int(s["command"][s["command"].index("--epochs") + 1]) for s in trained}) > 1
     assert result["h_star"] is not None
-    with pytest.raises(SystemExit, match="--update_budget 0"):
+    with pytest.raises(UsageError, match="--update_budget 0"):
         ssa.main(common_argv(world, "ssa2", "--update_budget", "0"))
-    with pytest.raises(SystemExit, match="do not pass --max_steps"):
+    with pytest.raises(UsageError, match="do not pass --max_steps"):
         ssa.main([*common_argv(world, "ssa3", "--update_budget", "30"), "--max_steps", "5"])
 
 
@@ -603,9 +603,9 @@ def test_candidate_and_measurer_budgets_make_a_cheap_search_and_one_final_run(wo
     assert candidates and all(max_steps(s) == 12 for s in candidates)
     assert steps[final]["n_samples"] == len(load_split_file(result["selected_split"]))
     assert state["options"]["candidate_budget"] == 12 and state["options"]["measurer_budget"] == 10
-    with pytest.raises(SystemExit, match="--candidate_budget needs --update_budget"):
+    with pytest.raises(UsageError, match="--candidate_budget needs --update_budget"):
         ssa.main(common_argv(world, "ssa2", "--candidate_budget", "12"))
-    with pytest.raises(SystemExit, match="--measurer_budget 0"):
+    with pytest.raises(UsageError, match="--measurer_budget 0"):
         ssa.main(common_argv(world, "ssa2", "--update_budget", "30", "--measurer_budget", "0"))
 
 

@@ -42,7 +42,7 @@ def _cases(tmp: str) -> list:
         ("datasets.check", ["--dataset", "unc", "--data_root", tmp, "--split_root", tmp], 1, None),
         ("curriculum.ssa", ["--no_such_flag"], 2, None),
         ("curriculum.ssa", ["--dataset", "unc", "--data_root", tmp, "--split_root", tmp, "--work_dir", out], 1,
-         f"--split_root {tmp}: no folder unc/"),
+         f"error: --split_root {tmp}: no folder unc/"),
         ("curriculum.msa", ["--no_such_flag"], 2, None),
         ("curriculum.msa", ["--dataset", "unc", "--data_root", tmp, "--split_root", tmp, "--work_dir", out,
                             "--sources", "a"], 1, None),

@@ -12,7 +12,7 @@ from curriculum.runs.launchers import DEFAULT_SCORE_SCRIPT, DEFAULT_TRAIN_SCRIPT
 from curriculum.runs.processes import INPROCESS
 from datasets.cache import DataCache
 from datasets.records import load_split_file, parse_records
-from utils.errors import InputError
+from utils.errors import InputError, UsageError
 from utils.args import SCRIPT_DEFAULTS, given_flags
 
 PUBLISHED_EPOCHS = 110
@@ -37,7 +37,7 @@ def check_passthrough(args: Sequence[str], what: str) -> None:
     clash = sorted(given_flags(args) & set(CONTROLLED_FLAGS))
     if clash:
         hint = " (use --candidate_epochs / --final_epochs / --measurer_epochs)" if "epochs" in clash else ""
-        raise SystemExit(f"{what}: {', '.join('--' + c for c in clash)} is set by the driver for every run and "
+        raise UsageError(f"{what}: {', '.join('--' + c for c in clash)} is set by the driver for every run and "
                          f"cannot be passed through{hint}")
 
 
@@ -177,26 +177,26 @@ def validate_common(args: argparse.Namespace, train_args: Sequence[str]) -> None
     if args.min_samples is None:
         args.min_samples = args.samples_per_step
     if args.update_budget and "max_steps" in given_flags(train_args):
-        raise SystemExit("--update_budget sets --max_steps of every run: do not pass --max_steps after --")
+        raise UsageError("--update_budget sets --max_steps of every run: do not pass --max_steps after --")
     for flag in ("candidate_budget", "measurer_budget"):
         if getattr(args, flag) is not None and not args.update_budget:
-            raise SystemExit(f"--{flag} needs --update_budget (without it every run trains for a number of epochs)")
+            raise UsageError(f"--{flag} needs --update_budget (without it every run trains for a number of epochs)")
     for flag in ("final_epochs", "candidate_epochs", "measurer_epochs", "min_samples", "update_budget",
                  "candidate_budget", "measurer_budget", "parallel_candidates"):
         value = getattr(args, flag)
         if value is not None and value < 1:
-            raise SystemExit(f"--{flag} {value}: must be at least 1")
+            raise UsageError(f"--{flag} {value}: must be at least 1")
     args.final_budget = args.update_budget
     args.candidate_budget = args.candidate_budget or args.update_budget
     args.measurer_budget = args.measurer_budget or args.update_budget
     if not 0.0 <= args.start <= 1.0:
-        raise SystemExit(f"--start {args.start}: must be in [0, 1]")
+        raise UsageError(f"--start {args.start}: must be in [0, 1]")
     if not 1e-6 <= args.delta <= 1.0:
-        raise SystemExit(f"--delta {args.delta}: must be in [1e-6, 1]")
+        raise UsageError(f"--delta {args.delta}: must be in [1e-6, 1]")
     if not 0.0 <= args.min_gain < 1.0:
-        raise SystemExit(f"--min_gain {args.min_gain}: must be in [0, 1)")
+        raise UsageError(f"--min_gain {args.min_gain}: must be in [0, 1)")
     if not os.path.isdir(os.path.join(args.split_root, args.dataset)):
-        raise SystemExit(f"--split_root {args.split_root}: no folder {args.dataset}/ (validation split needed)")
+        raise InputError(f"--split_root {args.split_root}: no folder {args.dataset}/ (validation split needed)")
     for flag in ("train_script", "score_script"):
         if not os.path.isfile(getattr(args, flag)):
             raise SystemExit(f"--{flag} {getattr(args, flag)}: no such file")
