@@ -24,6 +24,7 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 
 from utils.errors import InputError
+from utils.io import is_torchscript_archive, refused_global
 
 _SCRIPT_STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16,
@@ -93,14 +94,6 @@ def _collect_tensors(node: Any, prefix: str, out: Dict[str, torch.Tensor]) -> No
             _collect_tensors(value, f"{prefix}{name}.", out)
 
 
-def is_torchscript_archive(path: str) -> bool:
-    """Whether ``path`` is a TorchScript archive (a zip holding ``constants.pkl``)."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
-
-
 def read_torchscript_tensors(path: str, what: Optional[str] = None) -> Dict[str, torch.Tensor]:
     """The tensors a TorchScript archive's module tree holds, by dotted attribute name, read as data."""
     what = what or path
@@ -127,10 +120,10 @@ def _read_torch_file(path: str, what: str) -> Dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for foreign or hostile files; report them all as bad input
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
-            blocked = next(line.strip() for line in str(exc).splitlines() if "Unsupported global" in line)
-            raise InputError(f"{what}: refused by the safe loader (weights_only=True), it holds objects other than "
-                             f"tensors and plain values: {blocked}") from exc
+        blocked = refused_global(exc)
+        if blocked:
+            raise InputError(f"{what}: refused by the safe loader (weights_only=True): it holds a {blocked}, which "
+                             "is not a tensor or a plain value, and CLIP weights must not need code to load") from exc
         raise InputError(f"{what}: not a CLIP weights file (neither safetensors, an OpenAI TorchScript "
                          f"file nor a torch state dict: {type(exc).__name__}: {first})") from exc
     if isinstance(obj, Mapping) and "model" in obj:

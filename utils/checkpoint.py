@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
-import re
-import zipfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
 from utils.errors import InputError
-from utils.io import atomic_torch_save
+from utils.io import atomic_torch_save, is_torchscript_archive, refused_global
 
 FORMAT_NAME = "clip-vg"
 FORMAT_VERSION = 1
@@ -200,13 +197,6 @@ def save_checkpoint(path: str, model: torch.nn.Module, optimizer: Optional[torch
     return atomic_torch_save(ckpt, path)
 
 
-def _is_torchscript(path: str) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") for name in archive.namelist())
-
-
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Read a CLIP-VG checkpoint (ours or official) with ``torch.load(weights_only=True)``, allowing
     ``argparse.Namespace``. Adds ``checkpoint_path`` (absolute). Raises ``InputError`` naming the file when it is
@@ -216,17 +206,17 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise InputError(f"checkpoint {path}: is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise InputError(f"checkpoint {path}: no such file")
-    if _is_torchscript(path):
+    if is_torchscript_archive(path):
         raise InputError(f"checkpoint {path}: a TorchScript archive (an OpenAI CLIP file?), not a CLIP-VG "
                          "checkpoint; a CLIP file is passed with --model")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if isinstance(exc, pickle.UnpicklingError) and blocked:
+        blocked = refused_global(exc)
+        if blocked:
             raise InputError(f"checkpoint {path}: refused by the safe loader (weights_only=True): it holds a "
-                             f"{blocked.group(1)}, which is not a tensor, a plain value or an argparse.Namespace, "
+                             f"{blocked}, which is not a tensor, a plain value or an argparse.Namespace, "
                              "and a checkpoint must not need code to load") from exc
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
         raise InputError(f"checkpoint {path}: not a torch checkpoint file ({type(exc).__name__}: {first})") from exc

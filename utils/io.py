@@ -22,6 +22,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from typing import IO, Any, Callable, Iterable, List, Sequence
@@ -188,3 +189,20 @@ def torch_load_plain(path: str) -> Any:
             IndexError, KeyError):
         pass
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def is_torchscript_archive(path: str) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding ``constants.pkl``); read as a zip, nothing run."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())
+
+
+def refused_global(exc: BaseException) -> str | None:
+    """The global that ``torch.load(weights_only=True)`` refused to load, named in its error, or None when ``exc``
+    is no such refusal."""
+    if not isinstance(exc, pickle.UnpicklingError):
+        return None
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return found.group(1) if found else None
