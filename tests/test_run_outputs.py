@@ -175,14 +175,15 @@ def test_eval_save_predictions_folder_or_unwritable_fails_before_work(world, tmp
         assert str(info.value).startswith(f"--save_predictions {target}: {message}")
 
 
-def test_inference_out_unwritable_fails_before_work(world, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag, name", [("--out", "vis.png"), ("--attention", "att.png")])
+def test_inference_picture_unwritable_fails_before_work(world, tmp_path, monkeypatch, flag, name):
     image = os.path.join(world["data"], "synthetic", "images", sorted(os.listdir(
         os.path.join(world["data"], "synthetic", "images")))[0])
     checkpoint = random_checkpoint(world, str(tmp_path / "m.pth"))
     monkeypatch.setattr(inference, "load_checkpoint", fail_if_called)
-    target = blocked(tmp_path, "vis.png")
-    with pytest.raises(InputError, match=f"--out {target}: cannot write it"):
-        inference.main(["--eval_model", checkpoint, "--image", image, "--query", "a red circle", "--out", target,
+    target = blocked(tmp_path, name)
+    with pytest.raises(InputError, match=f"{flag} {target}: cannot write it"):
+        inference.main(["--eval_model", checkpoint, "--image", image, "--query", "a red circle", flag, target,
                         "--device", "cpu"])
 
 
@@ -193,17 +194,6 @@ def test_eval_report_folder_unwritable_fails_before_work(world, tmp_path, monkey
     with pytest.raises(InputError, match=f"^--report {target}: "):
         eval_script.main(common_args(world, tmp_path / "eval", "--eval_model", checkpoint, "--eval_set", "val",
                                      "--report", target))
-
-
-def test_inference_attention_unwritable_fails_before_work(world, tmp_path, monkeypatch):
-    image = os.path.join(world["data"], "synthetic", "images", sorted(os.listdir(
-        os.path.join(world["data"], "synthetic", "images")))[0])
-    checkpoint = random_checkpoint(world, str(tmp_path / "m.pth"))
-    monkeypatch.setattr(inference, "load_checkpoint", fail_if_called)
-    target = blocked(tmp_path, "att.png")
-    with pytest.raises(InputError, match=f"--attention {target}: cannot write it"):
-        inference.main(["--eval_model", checkpoint, "--image", image, "--query", "a red circle", "--attention",
-                        target, "--device", "cpu"])
 
 
 def test_overwrite_never_deletes_the_checkpoint_retrain_starts_from(world, tmp_path, monkeypatch):
