@@ -38,7 +38,7 @@ from utils.errors import InputError, UsageError
 from utils.io import atomic_write_bytes, check_writable_file
 from utils.misc import resolve_device
 from utils.prompt import apply_prompt, check_prompt
-from utils.run_setup import adopt_checkpoint_settings
+from utils.run_setup import adopt_checkpoint_settings, resolve_checkpoint_path
 
 
 def image_format(path: str) -> str:
@@ -194,12 +194,9 @@ def load_model(args: argparse.Namespace) -> Tuple[torch.nn.Module, torch.device]
     """The ``--eval_model`` checkpoint's model in eval mode on ``--device`` (its settings adopted into ``args``)."""
     if not args.eval_model:
         raise UsageError("--eval_model is required: the checkpoint to ground with")
-    if os.path.isdir(args.eval_model):
-        raise InputError(f"--eval_model {args.eval_model}: is a directory, not a checkpoint file")
-    if not os.path.isfile(args.eval_model):
-        raise InputError(f"--eval_model {args.eval_model}: no such checkpoint file")
+    checkpoint_path = resolve_checkpoint_path(args.eval_model, args.output_dir, "--eval_model")
     device = resolve_device(args.device)
-    ckpt = load_checkpoint(args.eval_model)
+    ckpt = load_checkpoint(checkpoint_path)
     adopt_checkpoint_settings(args, ckpt)
     check_prompt(args.prompt)
     model = build_model_from_checkpoint(ckpt, args)
