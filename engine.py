@@ -16,9 +16,7 @@ from models.loss import grounding_loss
 from utils.box_ops import cxcywh_to_xyxy, elementwise_iou
 from utils.errors import InputError, RunFailed, UsageError
 from utils.misc import all_gather_object, all_reduce_sum, get_world_size, is_main_process
-
-ACCURACY_IOU = 0.5
-"""A prediction is correct (accuracy@0.5, the grounding metric) when its IoU with the target is at least this."""
+from utils.predictions import ACCURACY_IOU
 
 
 class NonFiniteLossError(RunFailed):

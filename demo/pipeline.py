@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from scipy.stats import binomtest
 from torchvision.ops import box_iou
 
 from curriculum.runs.cache import file_fingerprint
@@ -46,9 +45,9 @@ from datasets.records import load_split_file, parse_records
 from demo.jobs import Job, run_jobs
 from demo.synthetic import SyntheticConfig, generate
 from demo.tiny_clip import TinyClipConfig, pretrain_tiny_clip
-from engine import ACCURACY_IOU
 from utils.box_ops import elementwise_iou
 from utils.io import atomic_write_text, write_json
+from utils.predictions import ACCURACY_IOU, paired_comparison
 from utils.misc import available_cpus
 
 SPLITS = ("val", "testA", "testB")
@@ -524,31 +523,6 @@ def on_object_rate(predictions_jsonl: str, scenes: Dict[str, Any]) -> float:
             iou = box_iou(torch.tensor([row["pred_xyxy"]], dtype=torch.float64), boxes)
             hits.append(bool((iou >= ACCURACY_IOU).any()))
     return sum(hits) / len(hits)
-
-
-def mcnemar_exact_p(only_a: int, only_b: int) -> float:
-    """Two-sided p-value of McNemar's exact test: how likely a split of the discordant samples at least this uneven
-    is when two models are equally accurate (``only_a`` of ``only_a + only_b`` under Binomial(n, 1/2)); 1.0 when
-    no sample is discordant."""
-    n = only_a + only_b
-    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
-
-
-def paired_comparison(model_predictions: str, baseline_predictions: str) -> Dict[str, Any]:
-    """Two models' ``eval.py --save_predictions`` files on the same samples: the samples only the model gets right
-    (IoU >= ACCURACY_IOU), those only the baseline gets right, and McNemar's exact p-value of that difference."""
-    hits = []
-    for path in (model_predictions, baseline_predictions):
-        with open(path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh]
-        hits.append({row["index"]: row["iou"] >= ACCURACY_IOU for row in rows})
-    model_hits, baseline_hits = hits
-    if model_hits.keys() != baseline_hits.keys():
-        raise ValueError(f"{model_predictions} and {baseline_predictions} do not hold the same samples")
-    only_model = sum(hit and not baseline_hits[index] for index, hit in model_hits.items())
-    only_baseline = sum(hit and not model_hits[index] for index, hit in baseline_hits.items())
-    return {"only_model": only_model, "only_baseline": only_baseline,
-            "p_value": mcnemar_exact_p(only_model, only_baseline)}
 
 
 def results_markdown(results: Dict[str, Any]) -> str:

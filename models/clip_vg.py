@@ -83,11 +83,12 @@ def clip_mlp(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(mlp.gelu, QuickGELU):
         return mlp(x)
     fc, proj = mlp.c_fc, mlp.c_proj
-    if uses_onednn(x, fc.weight):
-        u = linear(x, fc.weight, fc.bias).mul_(QUICK_GELU_SCALE)
-        act = F.silu(u, inplace=not _autograd_records(u)).div_(QUICK_GELU_SCALE)
-        return linear(act, proj.weight, proj.bias)
     flat = x.reshape(-1, x.shape[-1])
+    if uses_onednn(x, fc.weight):
+        u = linear(flat, fc.weight, fc.bias).mul_(QUICK_GELU_SCALE)
+        act = F.silu(u, inplace=not _autograd_records(u)).div_(QUICK_GELU_SCALE)
+        out = linear(act, proj.weight, proj.bias)
+        return out.view(*x.shape[:-1], out.shape[-1])
     u = torch.addmm(fc.bias, flat, autocast_weight(fc.weight).t(), beta=QUICK_GELU_SCALE, alpha=QUICK_GELU_SCALE)
     u = F.silu(u, inplace=not _autograd_records(u))
     out = torch.addmm(proj.bias, u, autocast_weight(proj.weight).t(), alpha=1.0 / QUICK_GELU_SCALE)

@@ -148,7 +148,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
         return F.linear(x, autocast_weight(weight), bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
-        # On 2-D input the op's output is no view, so callers may update the result in place.
+        # A 2-D input gets the Function's own output, no view of it: updating a view in place under autograd
+        # would copy the whole gradient in the backward pass (CopySlices), so callers that update the result in
+        # place pass 2-D inputs.
+        if x.dim() == 2:
+            return OneDNNLinear.apply(x, weight, bias)
         out = OneDNNLinear.apply(x.reshape(-1, x.shape[-1]), weight, bias)
         return out.view(*x.shape[:-1], out.shape[-1])
     return _onednn(x, packed_weight(weight), bias)

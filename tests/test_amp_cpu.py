@@ -17,6 +17,7 @@ import eval as eval_script
 import eval_for_reliability_distribution as reliability_script
 import inference
 import train_clip_vg
+from benchmarks import amp_accuracy
 from benchmarks._common import synthetic_batch
 from helpers_clip import TINY_IMSIZE, tiny_args
 from helpers_world import common_args, make_world, random_checkpoint
@@ -122,3 +123,28 @@ def test_bf16_cli_training_evaluation_reliability_and_inference(world, tmp_path,
                                   "the red circle", "--amp", amp])[0]["box_xyxy"] for amp in ("off", "bf16")}
     assert boxes["bf16"] == pytest.approx(boxes["off"], abs=BF16_BOX_ATOL * TINY_IMSIZE)
     capsys.readouterr()
+
+
+def test_amp_accuracy_benchmark_compares_a_checkpoints_predictions_under_fp32_and_bf16(world, tmp_path, capsys):
+    argv = ["--eval_model", world["ckpt"], "--dataset", "synthetic", "--eval_set", "val", "--data_root",
+            world["data"], "--split_root", world["splits"], "--threads", "1", "--work_dir", str(tmp_path)]
+    result = amp_accuracy.main(argv)
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(result))  # one JSON object on stdout
+    cell = result["results"][world["ckpt"]]["val"]
+    assert cell["samples"] == 6 and result["summary"]["samples"] == 6
+    # bf16 really ran, its boxes stay within the stated tolerance, and the counts agree with the two files
+    assert 0.0 < cell["max_abs_box_diff_px"] < BF16_BOX_ATOL * TINY_IMSIZE
+    assert 0.0 < cell["min_iou_with_reference_box"] <= cell["mean_iou_with_reference_box"] < 1.0
+    fp32, bf16 = (tmp_path / "model0" / "off" / "val.jsonl", tmp_path / "model0" / "bf16" / "val.jsonl")
+    rows32, rows16 = ([json.loads(line) for line in path.read_text().splitlines()] for path in (fp32, bf16))
+    hits32, hits16 = (sum(r["iou"] >= 0.5 for r in rows) for rows in (rows32, rows16))
+    assert cell["accuracy_change_points"] == pytest.approx(100 * (hits16 - hits32) / 6)
+    largest = max(abs(a - b) for r32, r16 in zip(rows32, rows16) for a, b in zip(r32["pred_xyxy"], r16["pred_xyxy"]))
+    assert cell["max_abs_box_diff_px"] == pytest.approx(largest)
+
+
+def test_amp_accuracy_benchmark_needs_one_source_of_models(world):
+    with pytest.raises(UsageError, match="either --demo DIR or --eval_model"):
+        amp_accuracy.main(["--threads", "1"])
+    with pytest.raises(UsageError, match="--eval_model needs --dataset"):
+        amp_accuracy.main(["--eval_model", world["ckpt"], "--eval_set", "val"])

@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from benchmarks import amp_accuracy
 from curriculum.runs.command_line import budget_epochs
 from demo import pipeline
 from demo.synthetic import KINDS
@@ -73,6 +74,18 @@ def test_quick_demo_writes_results_and_reruns_from_cache(tmp_path, capsys):
     assert again["results"] == results["results"] and again["paired_tests"] == results["paired_tests"]
     assert checkpoint.stat().st_mtime_ns == before
     assert "pseudo labels: cached" in capsys.readouterr().out
+
+    # benchmarks/amp_accuracy.py --demo compares the four models under fp32 and bf16 on every split
+    compared = amp_accuracy.main(["--demo", str(out), "--threads", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(json.dumps(compared))
+    assert list(compared["results"]) == list(MODELS) and compared["splits"] == list(pipeline.SPLITS)
+    for name in MODELS:
+        for split in pipeline.SPLITS:
+            cell = compared["results"][name][split]
+            assert cell["samples"] == results["results"][name][split]["samples"]
+            assert 0.0 < cell["max_abs_box_diff_px"] < 0.05 * 64  # bf16 really ran, and stayed close
+    assert compared["summary"]["samples"] == sum(results["results"][n][s]["samples"] for n in MODELS
+                                                 for s in pipeline.SPLITS)
 
 
 def test_quick_demo_with_an_update_budget_gives_every_run_that_many_steps(tmp_path):

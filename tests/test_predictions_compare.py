@@ -1,9 +1,10 @@
-"""The demo's paired test (McNemar's exact) of two models on the same evaluation samples, on hand-computed counts."""
+"""The paired test (McNemar's exact) of two models on the same evaluation samples, on hand-computed counts."""
 import json
 
 import pytest
 
 from demo import pipeline
+from utils import predictions
 
 
 @pytest.mark.parametrize("only_model, only_baseline, expected", [
@@ -15,7 +16,7 @@ from demo import pipeline
     (2, 8, 112 / 1024),  # 2 * (1 + 10 + 45) / 1024
 ])
 def test_mcnemar_exact_p_on_hand_computed_counts(only_model, only_baseline, expected):
-    assert pipeline.mcnemar_exact_p(only_model, only_baseline) == pytest.approx(expected, rel=1e-12)
+    assert predictions.mcnemar_exact_p(only_model, only_baseline) == pytest.approx(expected, rel=1e-12)
 
 
 def _predictions(path, ious):
@@ -31,7 +32,7 @@ def test_paired_comparison_counts_discordant_samples_by_index(tmp_path):
     baseline = _predictions(tmp_path / "baseline.jsonl",
                             [(0, 0.2), (1, 0.9), (2, 0.6), (3, 0.49), (4, 0.3), (5, 0.1), (6, 0.0), (7, 0.7)])
     # correct for the model only: 0, 3, 4, 5; for the baseline only: 2; both: 1, 7; neither: 6
-    result = pipeline.paired_comparison(model, baseline)
+    result = predictions.paired_comparison(model, baseline)
     assert result == {"only_model": 4, "only_baseline": 1, "p_value": pytest.approx(12 / 32)}  # 2 * (1 + 5) / 32
 
 
@@ -39,7 +40,7 @@ def test_paired_comparison_refuses_different_samples(tmp_path):
     model = _predictions(tmp_path / "model.jsonl", [(0, 0.9), (1, 0.9)])
     baseline = _predictions(tmp_path / "baseline.jsonl", [(0, 0.9), (2, 0.9)])
     with pytest.raises(ValueError, match="same samples"):
-        pipeline.paired_comparison(model, baseline)
+        predictions.paired_comparison(model, baseline)
 
 
 def test_results_table_shows_the_paired_tests():
