@@ -18,6 +18,10 @@ the ratios under ``compare``:
 
     python benchmarks/benchmark_model.py --model ViT-B/16 --random_weights --device cpu --threads 2 \
         --batch_size 8 --steps 3 --warmup 1 --repeats 5 --compare reference
+
+``forward_gflops_per_sample`` counts the work of one forward pass (``torch.utils.flop_counter``); with
+``--compare reference`` the reference's count and ``forward_flop_ratio`` (reference over this repository: the
+speed-up that doing less work alone gives, at equal FLOP rates) come under ``compare``.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 import engine
 from benchmarks._common import (build_benchmark_model, emit, environment, model_spec, non_negative_int, peak_memory,
@@ -42,6 +47,7 @@ from benchmarks._common import (build_benchmark_model, emit, environment, model_
 from benchmarks.reference_forward import ReferenceModel
 from models import count_parameters
 from models.clip_vg import CLIPVG
+from models.onednn_linear import matmul_backend
 from train_clip_vg import build_optimizer
 
 PATHS = ("fast", "reference")
@@ -142,6 +148,28 @@ def _box_difference(variant: Variant, baseline: Variant, args: argparse.Namespac
     return (boxes[0] - boxes[1]).abs().max().item()
 
 
+def _cpu_sdpa_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of the CPU flash-attention kernel (the counter knows only the CUDA ones): those of any SDPA."""
+    return sdpa_flop_count(query, key, value)
+
+
+@torch.no_grad()
+def forward_gflops_per_sample(model: nn.Module, batch: Dict[str, torch.Tensor]) -> float:
+    """GFLOPs of one eval-mode forward pass per sample, counted by ``torch.utils.flop_counter`` (matmuls,
+    convolutions, attention) with the matmuls on the default BLAS (the counter knows no oneDNN op; the products
+    are the same)."""
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False, custom_mapping={
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops})
+    try:
+        with matmul_backend("blas"), counter:
+            model(batch["img"], batch["img_mask"], batch["text"])
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9 / batch["img"].shape[0]
+
+
 def _compare_variant(args: argparse.Namespace, main_variant: Variant, core: CLIPVG) -> Variant:
     if args.compare == "reference":
         return Variant("reference", ReferenceModel(core), main_variant.amp)
@@ -200,6 +228,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         if args.compare:
             other = _compare_variant(args, uncompiled, core)
             compared["max_abs_box_diff_vs_main"] = _box_difference(other, uncompiled, args, device)
+    check_batch = _batches(args, 1, device, torch.Generator().manual_seed(args.seed + 1))[0]
+    result["forward_gflops_per_sample"] = round(forward_gflops_per_sample(plain, check_batch), 4)
+    if args.compare == "reference":
+        compared["forward_gflops_per_sample"] = round(forward_gflops_per_sample(ReferenceModel(core), check_batch), 4)
+        compared["forward_flop_ratio"] = round(compared["forward_gflops_per_sample"]
+                                               / result["forward_gflops_per_sample"], 4)
     if args.compare:
         result["compare"] = compared
     result["config"] = {

@@ -174,3 +174,30 @@ def test_model_benchmark_compares_two_variants_interleaved(capsys, compare, amp,
         assert ratio["median_ratio"] > 0
     assert 0 <= other["max_abs_box_diff_vs_main"] < largest_diff
     assert 0 <= result["max_abs_box_diff_vs_reference"] < 1e-4
+    assert result["forward_gflops_per_sample"] > 0
+    if compare == "reference":  # the straightforward pass does more work (the text tower on all 77 positions...)
+        assert other["forward_flop_ratio"] == pytest.approx(other["forward_gflops_per_sample"]
+                                                            / result["forward_gflops_per_sample"], rel=1e-3)
+        assert other["forward_flop_ratio"] > 1.0
+    else:  # the same computation in another dtype
+        assert "forward_flop_ratio" not in other
+
+
+class OneLinearOneAttention(torch.nn.Module):
+    """x (B, 5, 6) -> a (6 -> 12) product through the model's ``linear`` (oneDNN on the CPU), then 2-head
+    attention over the 5 positions: 2*5*6*12 + 4*2*5*5*3 FLOPs per sample."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(12, 6))
+
+    def forward(self, img, img_mask, text):
+        from models.onednn_linear import linear
+        h = linear(img, self.weight).view(img.shape[0], 5, 2, 2, 3).permute(2, 0, 3, 1, 4)
+        return torch.nn.functional.scaled_dot_product_attention(h[0], h[1], h[1])
+
+
+def test_forward_flops_count_onednn_matmuls_and_cpu_attention():
+    batch = {"img": torch.randn(3, 5, 6), "img_mask": None, "text": None}
+    expected = (2 * 5 * 6 * 12 + 4 * 2 * 5 * 5 * 3) / 1e9
+    assert benchmark_model.forward_gflops_per_sample(OneLinearOneAttention(), batch) == pytest.approx(expected)

@@ -10,6 +10,7 @@ from models import build_model, count_parameters, describe_parameters
 from benchmarks.reference_forward import (reference_encode_image, reference_encode_text, reference_forward,
                                           reference_fusion, reference_fusion_inputs)
 from models.clip_vg import CLIPVG, default_tapped_layers, patch_padding_mask, resolve_tapped_layers
+from models import vl_transformer
 from models.loss import grounding_loss
 
 SOT, EOT = 49406, 49407
@@ -251,6 +252,20 @@ def test_train_mode_dropout_runs_and_eval_is_deterministic(tiny_model):
     finally:
         tiny_model.eval()
     assert torch.equal(tiny_model(img, mask, text), tiny_model(img, mask, text))
+
+
+def test_fusion_dropout_has_f_dropouts_distribution():
+    """The fusion's ``dropout``: each element kept with probability 1 - p, kept ones scaled by exactly 1 / (1 - p),
+    the rest zero, the same gradient mask; identity in eval mode and at p = 0."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 1000, requires_grad=True)
+    out = vl_transformer.dropout(x, 0.1, True)
+    kept = out != 0
+    assert abs(kept.double().mean().item() - 0.9) < 0.003  # 200,000 draws: 5 standard deviations
+    assert torch.equal(out[kept], x[kept] * (1.0 / 0.9))
+    out.sum().backward()
+    assert torch.equal(x.grad, kept.float() * (1.0 / 0.9))
+    assert vl_transformer.dropout(x, 0.1, False) is x and vl_transformer.dropout(x, 0.0, True) is x
 
 
 def test_grounding_loss_values():
