@@ -131,8 +131,23 @@ def environment(device: torch.device) -> Dict[str, Any]:
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
     else:
-        info["device_name"] = platform.processor() or platform.machine()
+        info["device_name"] = cpu_model_name() or platform.processor() or platform.machine()
+    info["cpu"] = {"model": cpu_model_name(), "capability": torch.backends.cpu.get_cpu_capability(),
+                   "amx_bf16": torch.cpu._is_amx_tile_supported(),
+                   "avx512_bf16": torch.cpu._is_avx512_bf16_supported()}
     return info
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name as the OS reports it (Linux ``/proc/cpuinfo``), or "" where it does not."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
 
 
 def shared_args(argv: Sequence[str], script: str = "train") -> argparse.Namespace:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from benchmarks import benchmark_data, benchmark_e2e, benchmark_model, benchmark_scaling
+from benchmarks import benchmark_data, benchmark_e2e, benchmark_matmul, benchmark_model, benchmark_scaling
 from benchmarks._common import COCO_SIZES, batch_padding, model_spec, synthetic_batch
 from datasets.transforms import EvalTransform
 from helpers_clip import TINY_IMSIZE
@@ -201,3 +201,17 @@ def test_forward_flops_count_onednn_matmuls_and_cpu_attention():
     batch = {"img": torch.randn(3, 5, 6), "img_mask": None, "text": None}
     expected = (2 * 5 * 6 * 12 + 4 * 2 * 5 * 5 * 3) / 1e9
     assert benchmark_model.forward_gflops_per_sample(OneLinearOneAttention(), batch) == pytest.approx(expected)
+
+
+def test_matmul_benchmark_times_both_backends_on_the_model_shapes(capsys):
+    returned = benchmark_matmul.main(["--batch_size", "1", "--fusion_tokens", "20", "--text_tokens", "3",
+                                      "--threads", "1", "--repeats", "1", "--iters", "1"])
+    result = printed_json(capsys)
+    assert result == json.loads(json.dumps(returned))
+    shapes = [(r["m"], r["k"], r["n"]) for r in result["shapes"]]
+    assert shapes[:4] == [(197, 768, 2304), (197, 768, 768), (197, 768, 3072), (197, 3072, 768)]
+    assert shapes[-1] == (3, 512, 1536) and result["backends"] == ["onednn", "blas"]
+    for row in result["shapes"]:
+        assert row["onednn_gflops"] > 0 and row["blas_gflops"] > 0
+        assert row["onednn_over_blas"] == pytest.approx(row["onednn_gflops"] / row["blas_gflops"], rel=0.01)
+    assert result["cpu"]["capability"] and isinstance(result["cpu"]["amx_bf16"], bool)
