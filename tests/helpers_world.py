@@ -5,7 +5,7 @@
   tiny CLIP file; returns ``{"data", "splits", "clip", "root"}``.
 - ``common_args(world, output_dir, *extra)``: the flags every run on that world needs (CPU, no workers, no dropout).
 - ``random_checkpoint(world, path)``: an untrained model-only checkpoint of the tiny model (``imsize`` 64 in its
-  args), written without training.
+  args), written without training; ``world_with_checkpoint(root, ...)``: a world with one (key ``ckpt``).
 - ``free_port()``, ``torchrun(script, argv, nproc)``: launching an entry script on ``nproc`` CPU processes (gloo).
 """
 from __future__ import annotations
@@ -56,6 +56,14 @@ def random_checkpoint(world: Dict[str, str], path: str, seed: int = 0) -> str:
     torch.manual_seed(seed)
     model = build_model(args)
     return save_checkpoint(path, model, None, None, 0, args, 0.0)
+
+
+def world_with_checkpoint(root: str, n_train_pseudo: int = 8, n_val: int = 7, seed: int = 0) -> Dict[str, str]:
+    """``make_world`` under ``root/world`` plus an untrained checkpoint of the tiny model at ``root/tiny.pth``
+    (``random_checkpoint`` with ``seed``; its path under the key ``ckpt``)."""
+    world = make_world(os.path.join(root, "world"), n_train_pseudo, n_val)
+    world["ckpt"] = random_checkpoint(world, os.path.join(root, "tiny.pth"), seed=seed)
+    return world
 
 
 def free_port() -> int:

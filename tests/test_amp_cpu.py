@@ -20,7 +20,7 @@ import train_clip_vg
 from benchmarks import amp_accuracy
 from benchmarks._common import synthetic_batch
 from helpers_clip import TINY_IMSIZE, tiny_args
-from helpers_world import common_args, make_world, random_checkpoint
+from helpers_world import common_args, world_with_checkpoint
 from models import build_model
 from models.loss import grounding_loss
 from utils.errors import UsageError
@@ -37,10 +37,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("amp")
-    world = make_world(str(root / "world"), n_train_pseudo=8, n_val=6)
-    world["ckpt"] = random_checkpoint(world, str(root / "tiny.pth"))
-    return world
+    return world_with_checkpoint(str(tmp_path_factory.mktemp("amp")), n_train_pseudo=8, n_val=6)
 
 
 def batches(n=2, seed=1):

@@ -13,7 +13,7 @@ from PIL import Image
 
 import app
 import inference
-from helpers_world import ROOT, free_port, make_world, random_checkpoint
+from helpers_world import ROOT, free_port, world_with_checkpoint
 from utils.errors import InputError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -25,8 +25,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 def served(tmp_path_factory):
     """app.py serving a tiny untrained checkpoint on 127.0.0.1 (a free port), with small limits to test them."""
     root = tmp_path_factory.mktemp("app")
-    world = make_world(str(root / "world"), n_train_pseudo=4, n_val=4)
-    ckpt = random_checkpoint(world, str(root / "tiny.pth"), seed=2)
+    world = world_with_checkpoint(str(root), n_train_pseudo=4, n_val=4, seed=2)
+    ckpt = world["ckpt"]
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--eval_model", ckpt, "--device", "cpu",

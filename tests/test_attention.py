@@ -11,7 +11,7 @@ import inference
 from benchmarks.reference_forward import reference_encoder_layer, reference_fusion_inputs
 from datasets.grounding import tokenize_queries
 from datasets.transforms import EvalTransform
-from helpers_world import make_world, random_checkpoint
+from helpers_world import world_with_checkpoint
 from models import build_model_from_checkpoint
 from models.attention import RegAttention
 from models.clip_vg import patch_padding_mask
@@ -24,8 +24,7 @@ from utils.run_setup import adopt_checkpoint_settings
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("attention")
-    world = make_world(str(root / "world"), n_train_pseudo=4, n_val=4)
-    ckpt = random_checkpoint(world, str(root / "tiny.pth"), seed=5)
+    ckpt = world_with_checkpoint(str(root), n_train_pseudo=4, n_val=4, seed=5)["ckpt"]
     args = parse_args("inference", ["--eval_model", ckpt, "--device", "cpu"])
     loaded = load_checkpoint(ckpt)
     adopt_checkpoint_settings(args, loaded)

@@ -67,13 +67,18 @@ def test_checker_decodes_images_fully_and_reports_a_truncated_jpeg(tmp_path, mon
     assert "val: unreadable image a.jpg" in capsys.readouterr().out
 
 
+def unc_val_loader(tmp_path, workers):
+    """The evaluation loader of the ``unc`` ``val`` split under ``tmp_path``, batches of 2, ``workers`` workers."""
+    args = make_args(tmp_path, "unc", "--batch_size", "2", "--num_workers", str(workers), "--device", "cpu",
+                     script="eval")
+    return build_loader(build_dataset("val", args, train=False), args, train=False)
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_truncated_image_during_a_run_is_one_line_with_file_and_sample(tmp_path, workers):
     data_root, _ = make_dataset(tmp_path, "unc", {"val": ROWS})
     truncated_jpeg(os.path.join(data_root, IMAGE_DIRS["unc"], "a.jpg"))
-    args = make_args(tmp_path, "unc", "--batch_size", "2", "--num_workers", str(workers), "--device", "cpu",
-                     script="eval")
-    loader = build_loader(build_dataset("val", args, train=False), args, train=False)
+    loader = unc_val_loader(tmp_path, workers)
     with pytest.raises(ImageLoadError) as info:
         list(loader)
     message = one_line(str(info.value))
@@ -117,9 +122,7 @@ def test_training_skips_boxes_outside_the_image_and_counts_them(tmp_path):
 def test_evaluation_refuses_a_box_outside_the_image_naming_the_sample(tmp_path, workers):
     data_root, split_root = make_dataset(tmp_path, "unc", {"val": ROWS})
     write_split(split_root, "unc", "val", [sample("unc", *ROWS[0]), sample("unc", *OUTSIDE)])
-    args = make_args(tmp_path, "unc", "--batch_size", "2", "--num_workers", str(workers), "--device", "cpu",
-                     script="eval")
-    loader = build_loader(build_dataset("val", args, train=False), args, train=False)
+    loader = unc_val_loader(tmp_path, workers)
     with pytest.raises(BoxOutsideImageError) as info:
         list(loader)
     message = one_line(str(info.value))

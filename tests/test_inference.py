@@ -8,15 +8,15 @@ from PIL import Image
 
 import inference
 from utils.errors import InputError, UsageError
-from helpers_world import make_world, random_checkpoint
+from helpers_world import world_with_checkpoint
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("inference")
-    world = make_world(str(root / "world"), n_train_pseudo=4, n_val=4)
+    world = world_with_checkpoint(str(root), n_train_pseudo=4, n_val=4)
     images = os.path.join(world["data"], "synthetic", "images")
-    return {"ckpt": random_checkpoint(world, str(root / "tiny.pth")), "root": root,
+    return {"ckpt": world["ckpt"], "root": root,
             "images": [os.path.join(images, name) for name in sorted(os.listdir(images))[:3]]}
 
 

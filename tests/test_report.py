@@ -10,7 +10,7 @@ from PIL import Image
 
 import eval as eval_script
 import eval_for_reliability_distribution as reliability_script
-from helpers_world import common_args, make_world, random_checkpoint, torchrun
+from helpers_world import common_args, torchrun, world_with_checkpoint
 from utils.report import GalleryItem, extremes, grounding_metrics, is_spatial, length_bucket, write_report
 
 IOUS = [0.95, 0.85, 0.75, 0.65, 0.55, 0.5, 0.45, 0.0]
@@ -73,10 +73,7 @@ def test_report_files_are_self_contained_and_rank_the_gallery(tmp_path):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("report")
-    world = make_world(str(root / "world"), n_train_pseudo=8, n_val=7)
-    world["ckpt"] = random_checkpoint(world, str(root / "tiny.pth"), seed=3)
-    return world
+    return world_with_checkpoint(str(tmp_path_factory.mktemp("report")), n_train_pseudo=8, n_val=7, seed=3)
 
 
 def _numbers(stats, prefix=""):

@@ -8,17 +8,14 @@ import pytest
 import torch
 
 import eval as eval_script
-from helpers_world import common_args, make_world, random_checkpoint
+from helpers_world import common_args, world_with_checkpoint
 from utils.checkpoint import load_checkpoint
 from utils.errors import InputError
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("noops")
-    world = make_world(str(root / "world"), n_train_pseudo=4, n_val=4)
-    world["ckpt"] = random_checkpoint(world, str(root / "tiny.pth"))
-    return world
+    return world_with_checkpoint(str(tmp_path_factory.mktemp("noops")), n_train_pseudo=4, n_val=4)
 
 
 def test_a_given_model_that_the_checkpoint_overrides_is_named_in_a_warning(world, tmp_path):
