@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -54,26 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def demo_models(demo_dir: str) -> Tuple[Dict[str, str], Dict[str, str]]:
-    """The demo's compared models (name -> checkpoint) and its ``--dataset/--data_root/--split_root``."""
-    from demo.pipeline import COMPARED
+    """The demo's compared models (name -> checkpoint, ``demo.pipeline.compared_checkpoints``) and its
+    ``--dataset/--data_root/--split_root``."""
+    from demo.pipeline import compared_checkpoints
     from demo.synthetic import DATASET
-
-    def final_model(driver: str) -> str:
-        path = os.path.join(demo_dir, driver, f"{driver}_result.json")
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return json.load(fh)["final_model"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"--demo {demo_dir}: no finished {driver.upper()} result at {path} ({exc})") from exc
-
-    places = {"baseline_all_template": lambda: os.path.join(demo_dir, "runs", "baseline_all_template", "output",
-                                                           "best_checkpoint.pth"),
-              "ssa_final": lambda: final_model("ssa"), "msa_final": lambda: final_model("msa"),
-              "supervised": lambda: os.path.join(demo_dir, "runs", "supervised", "output", "best_checkpoint.pth")}
-    models = {name: places[job]() for job, (name, _) in COMPARED.items()}
+    if not os.path.isdir(demo_dir):
+        raise InputError(f"--demo {demo_dir}: no such folder (a finished demo's --output_dir)")
     data = {"dataset": DATASET, "data_root": os.path.join(demo_dir, "data"),
             "split_root": os.path.join(demo_dir, "splits")}
-    return models, data
+    return compared_checkpoints(demo_dir), data
 
 
 def _models_and_data(args: argparse.Namespace) -> Tuple[Dict[str, str], Dict[str, str], List[str]]:
@@ -81,6 +69,9 @@ def _models_and_data(args: argparse.Namespace) -> Tuple[Dict[str, str], Dict[str
         raise UsageError("give either --demo DIR or --eval_model CKPT (with --dataset, --eval_set, --data_root, "
                          "--split_root)")
     if args.demo:
+        given = [flag for flag in ("dataset", "data_root", "split_root") if getattr(args, flag)]
+        if given:
+            raise UsageError(f"--demo takes the demo's own data: drop --{', --'.join(given)}")
         models, data = demo_models(args.demo)
         return models, data, list(args.eval_set or DEMO_SPLITS)
     missing = [flag for flag in ("dataset", "eval_set", "data_root", "split_root") if not getattr(args, flag)]

@@ -72,8 +72,8 @@ def measure(args: argparse.Namespace) -> Dict[str, Any]:
         for _ in range(args.repeats):
             for backend in backends:
                 times[backend].append(_seconds(x, weight, bias, backend, args.iters))
-        gflops = {b: round(2 * m * k * n / statistics.median(t) / 1e9, 1) for b, t in times.items()}
-        row = {"what": what, "m": m, "k": k, "n": n, **{f"{b}_gflops": v for b, v in gflops.items()}}
+        gflops = {b: 2 * m * k * n / statistics.median(t) / 1e9 for b, t in times.items()}
+        row = {"what": what, "m": m, "k": k, "n": n, **{f"{b}_gflops": round(v, 1) for b, v in gflops.items()}}
         if "onednn" in gflops:
             row["onednn_over_blas"] = round(gflops["onednn"] / gflops["blas"], 3)
         rows.append(row)

@@ -38,6 +38,7 @@ from torchvision.ops import box_iou
 from curriculum.runs.cache import file_fingerprint
 from curriculum.runs.command_line import budget_epochs, default_min_samples
 from curriculum.runs.launchers import REPO_ROOT, RunFailedError, TrainLauncher
+from curriculum.runs.outputs import RUN_RECORD
 from curriculum.runs.processes import log_tail, spawn_streaming
 from curriculum.subset_files import prepare_split_root
 from datasets import DataCache
@@ -46,15 +47,18 @@ from demo.jobs import Job, run_jobs
 from demo.synthetic import SyntheticConfig, generate
 from demo.tiny_clip import TinyClipConfig, pretrain_tiny_clip
 from utils.box_ops import elementwise_iou
+from utils.errors import InputError
 from utils.io import atomic_write_text, write_json
-from utils.predictions import ACCURACY_IOU, paired_comparison
 from utils.misc import available_cpus
+from utils.predictions import ACCURACY_IOU, paired_comparison
 
 SPLITS = ("val", "testA", "testB")
 SOURCES = ("template", "relation", "caption")
 LAUNCHER = "inprocess"
 """The SSA / MSA drivers' runs are calls of their script's ``main`` in this process (no interpreter start-up per
 run), and identical runs (e.g. SSA's candidates are MSA's first step) are trained once (``--run_cache``)."""
+RUNS = "runs"
+"""The folder under ``--output_dir`` holding the independent CLIP-VG runs (one folder per training job)."""
 COMPARED = {"baseline_all_template": ("all template labels (no selection)", "best_checkpoint"),
             "ssa_final": ("SSA (template)", "final_model"),
             "msa_final": ("MSA (template + caption + relation)", "final_model"),
@@ -145,7 +149,7 @@ class Demo:
         self.split_root = os.path.join(self.out, "splits")
         self.clip_path = os.path.join(self.out, "clip", "tiny_clip.pt")
         self.pseudo_dir = os.path.join(self.out, "pseudo")
-        self.runs = os.path.join(self.out, "runs")
+        self.runs = os.path.join(self.out, RUNS)
         self.run_cache = os.path.join(self.out, "run_cache")
         self._scenes: Optional[Dict[str, Any]] = None
         self._eval_lock = threading.Lock()
@@ -350,7 +354,7 @@ class Demo:
         if status != 0:
             raise RunFailedError(f"the {name.upper()} driver's {phase} process failed (exit status {status}); log "
                                  f"{log_path}:\n{log_tail(log_path)}")
-        with open(os.path.join(work, f"{name}_result.json")) as fh:
+        with open(driver_result_file(self.out, name)) as fh:
             result = json.load(fh)
         if not search:
             log(f"{name.upper()} final model: val accuracy {result['final_val_accu']:.4f} ({result['n_selected']} "
@@ -523,6 +527,27 @@ def on_object_rate(predictions_jsonl: str, scenes: Dict[str, Any]) -> float:
             iou = box_iou(torch.tensor([row["pred_xyxy"]], dtype=torch.float64), boxes)
             hits.append(bool((iou >= ACCURACY_IOU).any()))
     return sum(hits) / len(hits)
+
+
+def driver_result_file(output_dir: str, driver: str) -> str:
+    """Where the demo's ``driver`` (``ssa`` or ``msa``) leaves its result: ``<output_dir>/<driver>/<driver>_result.json``."""
+    return os.path.join(output_dir, driver, f"{driver}_result.json")
+
+
+def compared_checkpoints(output_dir: str) -> Dict[str, str]:
+    """The checkpoints of a finished demo's compared models (``COMPARED``, in table order: name -> path), read from
+    what their jobs recorded: a driver's result file (``driver_result_file``), a run's record under ``runs/``."""
+    checkpoints = {}
+    for job, (name, key) in COMPARED.items():
+        driver = job[: -len("_final")] if job.endswith("_final") else None
+        path = driver_result_file(output_dir, driver) if driver else os.path.join(output_dir, RUNS, job, RUN_RECORD)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                record = json.load(fh)
+            checkpoints[name] = (record if driver else record["result"])[key]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{output_dir}: the demo's model {name!r} is not finished (no result in {path})") from exc
+    return checkpoints
 
 
 def results_markdown(results: Dict[str, Any]) -> str:

@@ -2,10 +2,10 @@
 
 PyTorch's CPU ``F.linear`` / ``addmm`` in float32 goes to the default BLAS (MKL in the official wheels). oneDNN's
 matmul, which PyTorch ships for its inference fusions (``torch.ops.mkldnn._linear_pointwise``), computes the same
-product with its own JIT kernels. Measured per ViT-B/16 shape with 2 threads (docs/speed.md): on a 2-core AMD EPYC
-(AVX2) oneDNN gives 1.3-1.5x MKL's GFLOP/s, and on a 2-core Intel Xeon (AVX-512, AMX) 1.3-1.5x as well on every
-shape but the MLP's down projection (0.9x). So the backend is chosen by one deterministic rule, the same on every
-machine: oneDNN whenever PyTorch has it, unless the environment variable ``CLIP_VG_CPU_MATMUL=blas`` asks for
+product with its own JIT kernels. Measured per ViT-B/16 shape with 2 threads (``benchmarks/benchmark_matmul.py``,
+docs/speed.md): on a 2-core AMD EPYC (AVX2) oneDNN gives 1.3-1.5x MKL's GFLOP/s; on a 2-core Intel Xeon (AVX-512,
+AMX) both run at the FMA peak (oneDNN 0.99-1.07x MKL). So the backend is chosen by one deterministic rule, the same
+on every machine: oneDNN whenever PyTorch has it, unless the environment variable ``CLIP_VG_CPU_MATMUL=blas`` asks for
 ``F.linear`` (``onednn``, the default, asks for oneDNN). Results equal ``F.linear`` up to float rounding (another
 summation order), the same standard as SDPA against explicit attention. ``matmul_backend(name)`` overrides the
 backend for a block of code in the current thread (the demo's tiny-CLIP pretraining keeps ``F.linear``).

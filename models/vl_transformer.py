@@ -24,14 +24,15 @@ from models.onednn_linear import linear
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout with ``F.dropout``'s distribution: each element kept with probability ``1 - p`` and scaled
-    by ``1 / (1 - p)``. On the CPU the keep mask is a float32 uniform draw compared with ``p`` in place, about 1.6
-    times as fast as ``F.dropout`` (whose ``bernoulli_`` runs on one thread; docs/speed.md); elsewhere it is
-    ``F.dropout`` (CUDA's is one fused kernel)."""
+    by ``1 / (1 - p)``, in ``x``'s dtype. On the CPU the keep mask is a float32 uniform draw compared with ``p`` in
+    place (drawn in float32 also under bf16 autocast: a bf16 uniform would keep 0.898 for 0.9), about 1.6 times as
+    fast as ``F.dropout``, whose ``bernoulli_`` runs on one thread (docs/speed.md); elsewhere, and for ``p = 1``,
+    it is ``F.dropout`` (CUDA's is one fused kernel)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if x.device.type != "cpu" or p == 1.0:
         return F.dropout(x, p, True)
-    scale = torch.rand(x.shape, device=x.device).ge_(p).mul_(1.0 / (1.0 - p))
+    scale = torch.rand(x.shape, device=x.device).ge_(p).to(x.dtype).mul_(1.0 / (1.0 - p))
     return x * scale
 
 

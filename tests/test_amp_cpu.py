@@ -7,6 +7,8 @@ operation), and on these tiny random models its boxes differ from fp32 by about 
 bitwise equal to fp32)."""
 import json
 import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -23,7 +25,7 @@ from helpers_clip import TINY_IMSIZE, tiny_args
 from helpers_world import common_args, world_with_checkpoint
 from models import build_model
 from models.loss import grounding_loss
-from utils.errors import UsageError
+from utils.errors import InputError, UsageError
 
 BF16_BOX_ATOL = 0.05
 CPU = torch.device("cpu")
@@ -145,3 +147,22 @@ def test_amp_accuracy_benchmark_needs_one_source_of_models(world):
         amp_accuracy.main(["--threads", "1"])
     with pytest.raises(UsageError, match="--eval_model needs --dataset"):
         amp_accuracy.main(["--eval_model", world["ckpt"], "--eval_set", "val"])
+    with pytest.raises(UsageError, match="--demo takes the demo's own data: drop --data_root"):
+        amp_accuracy.main(["--demo", world["root"], "--data_root", world["data"]])
+
+
+def test_amp_accuracy_benchmark_command_line_bad_input_is_one_error_line(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "amp_accuracy.py")
+    proc = subprocess.run([sys.executable, script, "--demo", str(tmp_path / "nowhere")], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1] == f"error: --demo {tmp_path / 'nowhere'}: no such folder (a " \
+                                                   "finished demo's --output_dir)"
+
+
+def test_amp_accuracy_benchmark_names_what_is_missing_in_a_demo_folder(world, tmp_path):
+    with pytest.raises(InputError, match="no such folder"):
+        amp_accuracy.main(["--demo", str(tmp_path / "nowhere")])
+    with pytest.raises(InputError, match="the demo's model 'all template labels \\(no selection\\)' is not finished"):
+        amp_accuracy.main(["--demo", world["root"]])

@@ -6,11 +6,10 @@ import torch
 import torchvision.transforms.functional as TF
 
 from helpers_clip import TINY_IMSIZE, tiny_args, tiny_clip
-from models import build_model, count_parameters, describe_parameters
+from models import build_model, count_parameters, describe_parameters, vl_transformer
 from benchmarks.reference_forward import (reference_encode_image, reference_encode_text, reference_forward,
                                           reference_fusion, reference_fusion_inputs)
 from models.clip_vg import CLIPVG, default_tapped_layers, patch_padding_mask, resolve_tapped_layers
-from models import vl_transformer
 from models.loss import grounding_loss
 
 SOT, EOT = 49406, 49407
@@ -266,6 +265,8 @@ def test_fusion_dropout_has_f_dropouts_distribution():
     out.sum().backward()
     assert torch.equal(x.grad, kept.float() * (1.0 / 0.9))
     assert vl_transformer.dropout(x, 0.1, False) is x and vl_transformer.dropout(x, 0.0, True) is x
+    assert vl_transformer.dropout(x.bfloat16(), 0.1, True).dtype == torch.bfloat16  # the input's dtype, as F.dropout
+    assert not vl_transformer.dropout(x, 1.0, True).any()
 
 
 def test_grounding_loss_values():

@@ -7,7 +7,6 @@ import json
 from typing import Any, Dict
 
 import torch
-from scipy.stats import binomtest
 from torchvision.ops import box_iou
 
 ACCURACY_IOU = 0.5
@@ -29,6 +28,9 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     """Two-sided p-value of McNemar's exact test: how likely a split of the discordant samples at least this uneven
     is when two models are equally accurate (``only_a`` of ``only_a + only_b`` under Binomial(n, 1/2)); 1.0 when
     no sample is discordant."""
+    # imported here, not at the top: scipy.stats takes half a second to import
+    from scipy.stats import binomtest
+
     n = only_a + only_b
     return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
