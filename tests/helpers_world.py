@@ -6,11 +6,13 @@
 - ``common_args(world, output_dir, *extra)``: the flags every run on that world needs (CPU, no workers, no dropout).
 - ``random_checkpoint(world, path)``: an untrained model-only checkpoint of the tiny model (``imsize`` 64 in its
   args), written without training; ``world_with_checkpoint(root, ...)``: a world with one (key ``ckpt``).
-- ``free_port()``, ``torchrun(script, argv, nproc)``: launching an entry script on ``nproc`` CPU processes (gloo).
+- ``free_port()``, ``torchrun(script, argv, nproc)``: launching an entry script on ``nproc`` CPU processes (gloo);
+  ``default_sigint``: the ``preexec_fn`` of a child a test sends Ctrl-C.
 """
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -64,6 +66,13 @@ def world_with_checkpoint(root: str, n_train_pseudo: int = 8, n_val: int = 7, se
     world = make_world(os.path.join(root, "world"), n_train_pseudo, n_val)
     world["ckpt"] = random_checkpoint(world, os.path.join(root, "tiny.pth"), seed=seed)
     return world
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` of a child that a test interrupts: SIGINT back to its default disposition, as in a terminal.
+    A job a shell starts in the background (``cmd &``) ignores SIGINT, children inherit that, and Python then
+    installs no Ctrl-C handler, so the test would measure its launcher instead of the script."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def free_port() -> int:

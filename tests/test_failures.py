@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from helpers_world import default_sigint
 from test_distributed_launch import PROBE, ROOT, _clean_env, _free_port, _reports
 
 FAILURES = os.path.join(ROOT, "tests", "scripts", "dist_failures.py")
@@ -56,7 +57,7 @@ def test_rendezvous_gives_up_after_its_timeout_and_says_what_it_waited_for(tmp_p
 def test_ctrl_c_stops_a_rank_waiting_for_the_others(tmp_path):
     env = _lone_rank_env(tmp_path, "600")
     proc = subprocess.Popen([sys.executable, FAILURES, "input_error", "--device", "cpu"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # rank 0 listens on MASTER_PORT once it waits for the others
         with socket.socket() as s:
