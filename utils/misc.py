@@ -112,7 +112,8 @@ def rank_prefix() -> str:
 
 
 def _launcher_environment(args: argparse.Namespace) -> tuple[int, int, int] | None:
-    """(rank, world_size, local_rank) from the launcher's environment, or None for a single process.
+    """(rank, world_size, local_rank) from the launcher's environment (``launched_rank`` and the local rank), or
+    None for a single process.
 
     Recognises torchrun and ``torch.distributed.launch --use_env`` (RANK/WORLD_SIZE/LOCAL_RANK), the legacy
     ``torch.distributed.launch`` form (``--local_rank``/``--local-rank`` argument plus RANK/WORLD_SIZE), and
@@ -120,26 +121,26 @@ def _launcher_environment(args: argparse.Namespace) -> tuple[int, int, int] | No
     the job script). A plain command in a batch script or an salloc shell (no SLURM_STEP_ID) is one process.
     """
     env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        rank, world = int(env["RANK"]), int(env["WORLD_SIZE"])
+    torchrun = "RANK" in env and "WORLD_SIZE" in env
+    if not torchrun and "SLURM_STEP_ID" not in env and int(env.get("SLURM_NTASKS", "1")) > 1 \
+            and "SLURM_PROCID" in env:
+        print(f"| SLURM job {env.get('SLURM_JOB_ID', '?')} with {env['SLURM_NTASKS']} tasks, but this command "
+              "is not an srun step: running as one process (start the ranks with srun)", file=sys.stderr)
+        return None
+    found = launched_rank()
+    if found is None:
+        return None
+    rank, world = found
+    if torchrun:
         local = int(env.get("LOCAL_RANK", getattr(args, "local_rank", -1)))
-        if local < 0:
-            local = rank % max(torch.cuda.device_count(), 1)
-        return rank, world, local
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        if "SLURM_STEP_ID" not in env:
-            print(f"| SLURM job {env.get('SLURM_JOB_ID', '?')} with {env['SLURM_NTASKS']} tasks, but this command "
-                  "is not an srun step: running as one process (start the ranks with srun)", file=sys.stderr)
-            return None
-        rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
-        local = int(env.get("SLURM_LOCALID", rank % max(torch.cuda.device_count(), 1)))
-        missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
-        if missing:
-            raise UsageError(
-                f"SLURM job with {world} tasks but {', '.join(missing)} not set: export MASTER_ADDR (the first "
-                "node's host name) and MASTER_PORT in the job script before srun")
-        return rank, world, local
-    return None
+        return rank, world, local if local >= 0 else rank % max(torch.cuda.device_count(), 1)
+    local = int(env.get("SLURM_LOCALID", rank % max(torch.cuda.device_count(), 1)))
+    missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if k not in env]
+    if missing:
+        raise UsageError(
+            f"SLURM job with {world} tasks but {', '.join(missing)} not set: export MASTER_ADDR (the first "
+            "node's host name) and MASTER_PORT in the job script before srun")
+    return rank, world, local
 
 
 def distributed_timeout(name: str) -> datetime.timedelta:
@@ -235,7 +236,7 @@ def init_distributed_mode(args: argparse.Namespace) -> None:
     """
     base = resolve_device(getattr(args, "device", None))
     found = _launcher_environment(args)
-    if found is None or found[1] == 1:
+    if found is None:
         args.distributed, args.rank, args.world_size, args.local_rank = False, 0, 1, 0
         args.device = base
         return

@@ -72,7 +72,10 @@ def _set_aside(run_dir: str, why: str) -> str:
 class _Launcher:
     """Shared launching, record and log handling of the training and scoring launchers."""
 
-    def __init__(self, script: str, launcher: Union[str, Sequence[str], None] = None,
+    default_script: str
+    """The script a subclass launches when none is given."""
+
+    def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: Optional[str] = None,
                  common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
                  run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
                  data_cache: Optional[DataCache] = None) -> None:
@@ -83,7 +86,7 @@ class _Launcher:
             raise ValueError("env: environment variables apply to launched processes, not to the 'inprocess' "
                              "launcher")
         self.env = dict(env or {})
-        self.script = os.path.abspath(script)
+        self.script = os.path.abspath(script or self.default_script)
         if not os.path.isfile(self.script):
             raise FileNotFoundError(f"script {self.script}: no such file")
         self.common_args = [str(a) for a in common_args]
@@ -210,11 +213,7 @@ def _still_running(record: Dict[str, Any]) -> bool:
 class TrainLauncher(_Launcher):
     """Launches ``train_clip_vg.py`` (or a compatible script) on a given training sample list."""
 
-    def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_TRAIN_SCRIPT,
-                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                 data_cache: Optional[DataCache] = None) -> None:
-        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env, data_cache)
+    default_script = DEFAULT_TRAIN_SCRIPT
 
     def command(self, run_dir: str, dataset: str, data_root: str, epochs: int,
                 max_steps: Optional[int] = None) -> List[str]:
@@ -248,11 +247,7 @@ class TrainLauncher(_Launcher):
 class ScoreLauncher(_Launcher):
     """Launches ``eval_for_reliability_distribution.py`` (or a compatible script) to score a sample list."""
 
-    def __init__(self, launcher: Union[str, Sequence[str], None] = None, script: str = DEFAULT_SCORE_SCRIPT,
-                 common_args: Sequence[str] = (), cwd: str = REPO_ROOT, echo: str = "progress",
-                 run_cache: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                 data_cache: Optional[DataCache] = None) -> None:
-        super().__init__(script, launcher, common_args, cwd, echo, run_cache, env, data_cache)
+    default_script = DEFAULT_SCORE_SCRIPT
 
     def command(self, run_dir: str, eval_model: str, dataset: str, data_root: str,
                 eval_set: str = "train_pseudo") -> List[str]:
