@@ -32,7 +32,7 @@ from utils.io import remove_stale_temporaries, write_json
 from utils.misc import (all_gather_object, barrier, broadcast_object, get_rank, is_main_process, seed_everything,
                         set_deterministic)
 from utils.run_setup import (SummaryWriterOnMain, adopt_checkpoint_settings, append_log_line, checkpoint_args,
-                             prepare_output_dir, resolve_checkpoint_path, run_distributed)
+                             logged_epochs, prepare_output_dir, resolve_checkpoint_path, run_distributed)
 
 
 def build_optimizer(params: List[torch.nn.Parameter], args: argparse.Namespace,
@@ -96,22 +96,6 @@ def _restore_training_state(ckpt: Dict[str, Any], optimizer: torch.optim.Optimiz
 
 RUN_FILES = ("checkpoint.pth", "best_checkpoint.pth", "result.json", "log.txt")
 """The files of a run in its ``--output_dir`` (``tensorboard/`` besides); the first three are written atomically."""
-
-
-def logged_epochs(log_path: str) -> List[Dict[str, Any]]:
-    """The per-epoch JSON lines of a ``log.txt`` (its first line, the arguments, is not one); [] without a file."""
-    if not os.path.isfile(log_path):
-        return []
-    rows = []
-    with open(log_path) as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and "epoch" in row:
-                rows.append(row)
-    return rows
 
 
 def files_of_a_run(out_dir: str) -> List[str]:

@@ -11,7 +11,7 @@ import torch
 import curriculum.runs.processes as processes
 from curriculum.runs.cache import RUN_CACHE_INDEX
 from curriculum.runs.launchers import REPO_ROOT, RunFailedError, TrainLauncher
-from curriculum.runs.outputs import read_epoch_log
+from utils.run_setup import logged_epochs
 from helpers_world import make_world
 
 RESULT_KEYS = ("val_accu", "val_miou", "best_epoch", "epochs", "epochs_logged")
@@ -35,7 +35,7 @@ def train(world, spec, run_dir, *extra):
 
 def epoch_rows(run):
     """The per-epoch losses, learning rate and accuracies of a training run's log.txt (no timings)."""
-    return [{k: row[k] for k in EPOCH_KEYS} for row in read_epoch_log(run["result"]["log_txt"])]
+    return [{k: row[k] for k in EPOCH_KEYS} for row in logged_epochs(run["result"]["log_txt"])]
 
 
 def test_inprocess_training_run_matches_the_subprocess_run_and_is_reused(world, tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -119,6 +120,23 @@ def append_log_line(path: str, line: str, truncate: bool = False) -> None:
         fh.write(line.rstrip("\n") + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def logged_epochs(path: str) -> List[Dict[str, Any]]:
+    """The per-epoch JSON lines of a ``log.txt`` (``append_log_line``'s; the arguments line and any torn line are
+    skipped); [] without a file."""
+    if not os.path.isfile(path):
+        return []
+    rows = []
+    with open(path) as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "epoch" in row:
+                rows.append(row)
+    return rows
 
 
 class SummaryWriterOnMain:

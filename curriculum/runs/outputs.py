@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
+
+from utils.run_setup import logged_epochs
 
 RUN_RECORD = "run.json"
 
@@ -18,20 +20,6 @@ def read_record(run_dir: str) -> Optional[Dict[str, Any]]:
         return json.load(fh)
 
 
-def read_epoch_log(log_txt: str) -> List[Dict[str, Any]]:
-    """The per-epoch JSON objects of a training ``log.txt`` (the arguments line and any torn line skipped)."""
-    rows = []
-    with open(log_txt) as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict) and "epoch" in row:
-                rows.append(row)
-    return rows
-
-
 def train_result(output_dir: str, epochs: int) -> Optional[Dict[str, Any]]:
     """The result of a finished training run (best ``val_accu`` over the logged epochs), or None while the log
     does not reach the final epoch ``epochs - 1`` or the best checkpoint is missing."""
@@ -39,7 +27,7 @@ def train_result(output_dir: str, epochs: int) -> Optional[Dict[str, Any]]:
     best_ckpt = os.path.join(output_dir, "best_checkpoint.pth")
     if not os.path.isfile(log_txt) or not os.path.isfile(best_ckpt):
         return None
-    rows = read_epoch_log(log_txt)
+    rows = logged_epochs(log_txt)
     if not rows or max(int(r["epoch"]) for r in rows) < epochs - 1:
         return None
     best = max(rows, key=lambda r: float(r["val_accu"]))
