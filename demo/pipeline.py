@@ -50,7 +50,7 @@ from utils.box_ops import elementwise_iou
 from utils.errors import InputError
 from utils.io import atomic_write_text, write_json
 from utils.misc import available_cpus
-from utils.predictions import ACCURACY_IOU, paired_comparison
+from utils.predictions import ACCURACY_IOU, paired_comparison, read_predictions
 
 SPLITS = ("val", "testA", "testB")
 SOURCES = ("template", "relation", "caption")
@@ -509,10 +509,8 @@ def accuracy_by_kind(predictions_jsonl: str, split_file: str) -> Dict[str, Dict[
     from ``eval.py --save_predictions`` lines: ``{kind: {"accuracy", "samples"}}``."""
     kinds = [record[4] for record in load_split_file(split_file)]
     hits: Dict[str, List[bool]] = {}
-    with open(predictions_jsonl, encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            hits.setdefault(kinds[row["index"]], []).append(row["iou"] >= ACCURACY_IOU)
+    for row in read_predictions(predictions_jsonl).values():
+        hits.setdefault(kinds[row["index"]], []).append(row["iou"] >= ACCURACY_IOU)
     return {kind: {"accuracy": sum(h) / len(h), "samples": len(h)} for kind, h in sorted(hits.items())}
 
 
