@@ -134,10 +134,10 @@ def _interleaved_rates(runners: List[Callable[[List[Dict[str, torch.Tensor]]], N
 
 
 @torch.no_grad()
-def _box_difference(variant: Variant, baseline: Variant, args: argparse.Namespace, device: torch.device) -> float:
+def _box_difference(variant: Variant, baseline: Variant, batch: Dict[str, torch.Tensor], device: torch.device
+                    ) -> float:
     """Largest absolute difference between the boxes of ``variant`` and of ``baseline`` (each under its own
-    ``--amp``) on one eval-mode batch."""
-    batch = _batches(args, 1, device, torch.Generator().manual_seed(args.seed + 1))[0]
+    ``--amp``) on ``batch`` in eval mode."""
     boxes = []
     for v in (variant, baseline):
         was_training = v.model.training
@@ -221,14 +221,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             compared.update({f"{mode}_samples_per_s": other["median"], f"{mode}_runs": other["runs"],
                              f"{mode}_ratio": _ratios(rates[0], rates[1])})
     result.update(peak_memory(device))
+    check_batch = _batches(args, 1, device, torch.Generator().manual_seed(args.seed + 1))[0]
     if args.check_outputs:
         reference = Variant("reference", ReferenceModel(core), "off")
         uncompiled = Variant(args.paths, plain, args.amp)
-        result["max_abs_box_diff_vs_reference"] = _box_difference(uncompiled, reference, args, device)
+        result["max_abs_box_diff_vs_reference"] = _box_difference(uncompiled, reference, check_batch, device)
         if args.compare:
             other = _compare_variant(args, uncompiled, core)
-            compared["max_abs_box_diff_vs_main"] = _box_difference(other, uncompiled, args, device)
-    check_batch = _batches(args, 1, device, torch.Generator().manual_seed(args.seed + 1))[0]
+            compared["max_abs_box_diff_vs_main"] = _box_difference(other, uncompiled, check_batch, device)
     result["forward_gflops_per_sample"] = round(forward_gflops_per_sample(plain, check_batch), 4)
     if args.compare == "reference":
         compared["forward_gflops_per_sample"] = round(forward_gflops_per_sample(ReferenceModel(core), check_batch), 4)
