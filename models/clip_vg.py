@@ -13,8 +13,8 @@ runs only up to the longest query of the batch and the padded text tokens leave 
 masked keys, and CLIP's causal mask makes earlier positions independent of later ones); (b) the text tower, which
 has no trainable tensor, runs under ``no_grad``; (c) fusion attention and (d) CLIP block attention use
 ``F.scaled_dot_product_attention`` on the same weights, and the CLIP MLP computes QuickGELU as
-``silu(1.702 h) / 1.702`` with both scalings folded into its matmuls (one fused activation kernel instead of three
-element-wise passes); (e) the fusion computes only what the [REG] output depends on: masked tokens (padded text,
+``silu(1.702 h) / 1.702`` (one fused activation kernel instead of three element-wise passes; the scalings ride on
+``addmm``, or follow oneDNN's matmul in place, ``clip_mlp``); (e) the fusion computes only what the [REG] output depends on: masked tokens (padded text,
 padded image patches) leave the fused sequence, since they are ignored as keys and every other step is per token,
 and the last fusion layer computes its [REG] row alone; (f) on the CPU in float32 the matmuls go through oneDNN
 (``models/onednn_linear.py``), equal to ``F.linear`` up to float rounding.
