@@ -237,6 +237,18 @@ def emit_from_work_dir(run: Callable[[Any, str], Dict[str, Any]], args: Any, pre
         return emit(run(args, work_dir))
 
 
+def last_json_object(text: str) -> Optional[Dict[str, Any]]:
+    """The last line of ``text`` that parses as a JSON object (the scripts print their results last), or None."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(found, dict):
+            return found
+    return None
+
+
 def emit(result: Dict[str, Any]) -> Dict[str, Any]:
     """Print ``result`` as one JSON object on one line of stdout (progress bars go to stderr); returns it."""
     sys.stdout.write(json.dumps(result) + "\n")

@@ -26,8 +26,8 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 
 import torch
 
-from benchmarks._common import (build_benchmark_model, emit_from_work_dir, environment, model_spec, positive_int,
-                                resolve_device, shared_args, synthetic_world)
+from benchmarks._common import (build_benchmark_model, emit_from_work_dir, environment, last_json_object, model_spec,
+                                positive_int, resolve_device, shared_args, synthetic_world)
 from demo.synthetic import DATASET
 from utils.checkpoint import save_checkpoint
 
@@ -65,13 +65,6 @@ def _world_and_checkpoint(work_dir: str, args: argparse.Namespace, spec: str) ->
     return {**world, "checkpoint": checkpoint}
 
 
-def _last_json_line(text: str) -> Dict[str, Any]:
-    for line in reversed(text.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise RuntimeError("the script printed no JSON result")
-
-
 def _run(script: str, nproc: int, world: Dict[str, str], args: argparse.Namespace, out_dir: str
          ) -> Dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if k not in {"RANK", "WORLD_SIZE", "LOCAL_RANK"}}
@@ -86,7 +79,9 @@ def _run(script: str, nproc: int, world: Dict[str, str], args: argparse.Namespac
     wall = time.perf_counter() - tic
     if done.returncode != 0:
         raise SystemExit(f"{SCRIPTS[script]} on {nproc} processes failed:\n{done.stderr[-3000:]}")
-    result = _last_json_line(done.stdout)
+    result = last_json_object(done.stdout)
+    if result is None:
+        raise RuntimeError(f"{SCRIPTS[script]} printed no JSON result")
     if script == "eval":
         scores = [result["val_set_accuracy"], result["val_set_miou"]]
     else:

@@ -19,7 +19,6 @@ small batches, so the whole script is tested on the CPU up to the device.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -34,7 +33,7 @@ if ROOT not in sys.path:  # run as a file: the project's packages are imported f
 
 import torch
 
-from benchmarks._common import emit, positive_int
+from benchmarks._common import emit, last_json_object, positive_int
 from demo.synthetic import SyntheticConfig, generate
 
 GOALS = {"train_samples_per_s_per_gpu": 1000.0, "inference_samples_per_s_per_gpu": 3000.0}
@@ -92,16 +91,6 @@ def make_world(work_dir: str, sizes: Sizes) -> Dict[str, str]:
     return {"data": data, "splits": splits, "image": os.path.join(images, sorted(os.listdir(images))[0])}
 
 
-def last_json(text: str) -> Optional[Any]:
-    """The last line of ``text`` that parses as JSON (the scripts print their results last)."""
-    for line in reversed(text.strip().splitlines()):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    return None
-
-
 class Runner:
     """Runs checks as subprocesses under a time budget and keeps their results."""
 
@@ -131,7 +120,7 @@ class Runner:
         with open(log, "w") as fh:
             fh.write(f"$ {' '.join([sys.executable, *argv])}\n--- stdout\n{out}\n--- stderr\n{err}")
         entry: Dict[str, Any] = {"ok": rc == 0, "seconds": round(time.perf_counter() - tic, 1), "log": log}
-        result = last_json(out) if rc == 0 else None
+        result = last_json_object(out) if rc == 0 else None
         if rc != 0:
             entry["error"] = (err.strip().splitlines() or ["(no output)"])[-1][-300:]
         elif result is not None:
